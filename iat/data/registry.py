@@ -1,0 +1,33 @@
+"""One entry point for every data source: the built-in data sets by name, or any log file by path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from iat.schema import Schema
+
+DATASETS: tuple[str, ...] = ("synthetic", "movielens-100k", "file")
+
+
+def load_dataset(
+    dataset: str, *, users: int = 2_000, seed: int = 0, path: str | Path | None = None, progress: bool = True
+) -> tuple[pd.DataFrame, Schema]:
+    """``synthetic`` generates (users, seed); ``movielens-100k`` converts ml-100k (``path`` optional);
+    ``file`` reads a parquet/csv log plus its schema YAML at ``path``."""
+    if dataset == "synthetic":
+        from iat.data.synthetic import generate
+
+        return generate(users, seed=seed, progress=progress)
+    if dataset == "movielens-100k":
+        from iat.data.movielens import load_movielens
+
+        return load_movielens(path)
+    if dataset == "file":
+        if path is None:
+            raise ValueError("dataset 'file' needs a path to a parquet/csv log (with schema.yaml beside it)")
+        from iat.data.files import load_log
+
+        return load_log(path)
+    raise ValueError(f"unknown dataset '{dataset}': expected one of {DATASETS}")

@@ -1,0 +1,263 @@
+"""Drift measures that need no monitoring library, and the verdict a pipeline acts on.
+
+- ``domain_classifier_auc``: an embedding-level drift score for dense tokens. A logistic regression on
+  [x, x^2] (standardised by the reference) learns to tell the two windows apart; its AUC on held-out rows is
+  0.5 when they are indistinguishable and grows with any shift of means or spreads along any direction.
+- ``code_usage_drift``: for HGAQ codes, the Jensen-Shannon distance between the code histograms of the two
+  windows beyond what sampling noise gives, per (sub-token, level), summarised per level.
+- ``decide``: turns the measured numbers into a ``DriftVerdict`` (drifted?, which action, why).
+
+Per-dimension and raw-feature drift are computed by Evidently (``monitoring/``); their numbers enter ``decide``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from iat.metrics import auc
+
+ACTIONS: tuple[str, ...] = ("none", "rematerialize", "retrain_source")
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """Thresholds and sampling of the drift checks (a config section, not constants)."""
+
+    sample_cap: int = 20_000  # rows per window any drift measure sees (uniform sample; keeps 1M tokens fast)
+    column_method: str = "wasserstein"  # Evidently stat test per numeric column (normed Wasserstein distance)
+    column_threshold: float = 0.1  # a column drifts when its stat passes this (the method's scale)
+    dim_share: float = 0.25  # dense tokens drift when this share of dimensions drift ...
+    embedding_auc: float = 0.6  # ... or when a classifier tells the windows apart this well
+    code_threshold: float = 0.1  # a (sub-token, level) drifts when its bias-corrected JS distance passes this
+    code_level_share: float = 0.25  # codes drift when this share of one level's sub-tokens drift
+    feature_share: float = 0.3  # raw inputs drift when this share of feature columns drift ...
+    prediction_threshold: float = 0.1  # ... or the model's predictions drift this much (normed Wasserstein)
+    max_categories: int = 200  # categorical features with more reference values are left out of feature drift
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.sample_cap < 100:
+            raise ValueError(f"DriftConfig.sample_cap must be >= 100, got {self.sample_cap}")
+        for name in ("dim_share", "code_level_share", "feature_share"):
+            v = getattr(self, name)
+            if not 0 < v <= 1:
+                raise ValueError(f"DriftConfig.{name} must lie in (0, 1], got {v}")
+        if not 0.5 < self.embedding_auc <= 1:
+            raise ValueError(f"DriftConfig.embedding_auc must lie in (0.5, 1], got {self.embedding_auc}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "DriftConfig":
+        d = dict(d or {})
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"drift config: unknown keys {unknown}; known: {sorted(cls.__dataclass_fields__)}")
+        return cls(**d)
+
+
+@dataclass
+class DriftVerdict:
+    """What the drift checks found and what to do about it.
+
+    ``action``: ``rematerialize`` when tokens moved while the inputs did not (the stored tokens no longer match
+    what the source model makes of these inputs: re-encode them); ``retrain_source`` when the inputs moved (the
+    world changed: retrain the source model on recent data, then re-materialise); ``none`` otherwise.
+    """
+
+    drifted: bool
+    token_drift: bool
+    input_drift: bool
+    action: str
+    reasons: list[str] = field(default_factory=list)
+    dim_drift_share: float | None = None  # share of token dimensions that drifted (dense tokens)
+    embedding_score: float | None = None  # domain-classifier AUC (dense tokens)
+    code_level_share: dict[int, float] | None = None  # level -> share of sub-tokens whose code usage drifted
+    feature_drift_share: float | None = None
+    prediction_drift: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sample_rows(n: int, cap: int, seed: int) -> np.ndarray:
+    """Sorted row indices of a uniform sample of at most ``cap`` of ``n`` rows (all rows when n <= cap)."""
+    if n <= cap:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))
+
+
+def _check_2d(name: str, x: Any) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 2:
+        raise ValueError(f"{name}: expected a [N, D] array, got shape {a.shape}")
+    if len(a) < 10:
+        raise ValueError(f"{name}: needs at least 10 rows, got {len(a)}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name}: {int((~np.isfinite(a)).sum())} non-finite values")
+    return a
+
+
+def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, iters: int = 30) -> np.ndarray:
+    """Class-balanced L2 logistic regression by Newton steps (the Hessian is only (2D+1)^2)."""
+    w_cls = np.where(y == 1, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
+    beta = np.zeros(x.shape[1])
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-np.clip(x @ beta, -30, 30)))
+        grad = x.T @ (w_cls * (p - y)) + l2 * beta
+        hess = (x * (w_cls * p * (1 - p))[:, None]).T @ x + l2 * np.eye(len(beta))
+        step = np.linalg.solve(hess, grad)
+        beta -= step
+        if np.abs(step).max() < 1e-6:
+            break
+    return beta
+
+
+def domain_classifier_auc(reference: Any, current: Any, seed: int = 0, l2: float = 1.0) -> float:
+    """Held-out AUC of a classifier that tells ``current`` rows from ``reference`` rows (0.5 = no drift).
+
+    Half of each window trains the classifier, the other half scores it, so the AUC is not inflated by fitting.
+    Features: each dimension standardised by the reference, and its square (shifts of spread, not only mean).
+    """
+    ref, cur = _check_2d("reference", reference), _check_2d("current", current)
+    if ref.shape[1] != cur.shape[1]:
+        raise ValueError(f"reference has {ref.shape[1]} dimensions, current has {cur.shape[1]}")
+    mu, sd = ref.mean(axis=0), ref.std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    z = (np.vstack([ref, cur]) - mu) / sd
+    z = np.clip(z, -8, 8)  # one extreme value must not dominate a Newton step
+    x = np.hstack([z, z * z - 1.0, np.ones((len(z), 1))])
+    y = np.r_[np.zeros(len(ref)), np.ones(len(cur))]
+    rng = np.random.default_rng(seed)
+    train = np.zeros(len(y), dtype=bool)
+    for cls in (0, 1):  # a stratified half
+        idx = np.flatnonzero(y == cls)
+        train[rng.choice(idx, len(idx) // 2, replace=False)] = True
+    beta = _fit_logistic(x[train], y[train], l2)
+    return auc(y[~train].astype(np.int8), x[~train] @ beta)
+
+
+def code_histograms(codes: Any, n_codes: int = 256) -> np.ndarray:
+    """Counts [T, M, V] of each code value per (sub-token, level) of codes [N, T, M]."""
+    c = np.asarray(codes)
+    if c.ndim != 3:
+        raise ValueError(f"codes: expected [N, T, M] (sub-tokens x levels), got shape {c.shape}")
+    if c.dtype.kind not in "iu":
+        raise ValueError(f"codes: expected integers, got dtype {c.dtype}")
+    if c.size and (c.min() < 0 or c.max() >= n_codes):
+        raise ValueError(f"codes: values must lie in 0..{n_codes - 1}, got {c.min()}..{c.max()}")
+    _, T, M = c.shape
+    flat = (np.arange(T * M).reshape(1, T, M) * n_codes + c.astype(np.int64)).ravel()
+    return np.bincount(flat, minlength=T * M * n_codes).reshape(T, M, n_codes)
+
+
+def _weights_and_mi(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Window weights' entropy H(w) and the weighted JS divergence (= mutual information of window and code), nats."""
+    na, nb = a.sum(-1, keepdims=True), b.sum(-1, keepdims=True)
+    if (na == 0).any() or (nb == 0).any():
+        raise ValueError("js_distance: an empty histogram has no distribution")
+    wa, wb = na / (na + nb), nb / (na + nb)
+    p, q = a / na, b / nb
+    m = wa * p + wb * q
+
+    def kl(x: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(x > 0, x * np.log(x / m), 0.0).sum(-1)
+
+    h = -(wa * np.log(wa) + wb * np.log(wb))[..., 0]
+    return h, wa[..., 0] * kl(p) + wb[..., 0] * kl(q)
+
+
+def js_distance(ref_counts: Any, cur_counts: Any, null_mi: Any = 0.0) -> np.ndarray:
+    """Jensen-Shannon distance (base 2 for equal windows; in [0, 1]) between count histograms on the last axis.
+
+    ``null_mi``: the divergence expected from sampling noise alone (nats), subtracted before the square root.
+    The divergence is rescaled by its maximum H(window weights), so total separation is 1 for any window sizes.
+    """
+    a, b = np.asarray(ref_counts, np.float64), np.asarray(cur_counts, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"histograms differ in shape: {a.shape} vs {b.shape}")
+    h, mi = _weights_and_mi(a, b)
+    return np.sqrt(np.clip((mi - null_mi) / h, 0.0, 1.0))
+
+
+@dataclass
+class CodeDrift:
+    distance: np.ndarray  # [T, M] bias-corrected JS distance per (sub-token, level)
+    level_mean: np.ndarray  # [M]
+    level_share: np.ndarray  # [M] share of sub-tokens above the threshold
+
+
+def code_usage_drift(
+    reference: Any, current: Any, threshold: float = 0.1, n_codes: int = 256, permutations: int = 4, seed: int = 0
+) -> CodeDrift:
+    """Code-usage drift of HGAQ codes [N, T, M] between two windows, per (sub-token, level) and per level.
+
+    With 256 codes a window of a few thousand rows has sparse histograms, and two samples of the same
+    distribution already differ. The noise level is measured, not assumed: the rows of both windows are pooled
+    and re-split at random ``permutations`` times, and the mean divergence of those splits is subtracted.
+    """
+    ref, cur = np.asarray(reference), np.asarray(current)
+    hr, hc = code_histograms(ref, n_codes), code_histograms(cur, n_codes)
+    if hr.shape != hc.shape:
+        raise ValueError(f"reference codes are {hr.shape[:2]} (T, M), current {hc.shape[:2]}")
+    pooled = np.concatenate([ref, cur])
+    rng = np.random.default_rng(seed)
+    null = np.zeros(hr.shape[:2])
+    for _ in range(permutations):
+        perm = rng.permutation(len(pooled))
+        a = code_histograms(pooled[perm[: len(ref)]], n_codes)
+        null += _weights_and_mi(a.astype(np.float64), (hr + hc - a).astype(np.float64))[1] / permutations
+    d = js_distance(hr, hc, null)
+    return CodeDrift(distance=d, level_mean=d.mean(axis=0), level_share=(d > threshold).mean(axis=0))
+
+
+def decide(
+    cfg: DriftConfig,
+    dim_drift_share: float | None = None,
+    embedding_score: float | None = None,
+    code_level_share: dict[int, float] | None = None,
+    feature_drift_share: float | None = None,
+    prediction_drift: float | None = None,
+) -> DriftVerdict:
+    """The verdict from the measured numbers; a measure left as None was not taken and does not vote."""
+    reasons: list[str] = []
+    token = False
+    if dim_drift_share is not None and dim_drift_share >= cfg.dim_share:
+        token = True
+        reasons.append(f"{dim_drift_share:.0%} of token dimensions drifted (threshold {cfg.dim_share:.0%})")
+    if embedding_score is not None and embedding_score >= cfg.embedding_auc:
+        token = True
+        reasons.append(f"a classifier tells the token windows apart with AUC {embedding_score:.3f} (threshold {cfg.embedding_auc})")
+    for level, share in sorted((code_level_share or {}).items()):
+        if share >= cfg.code_level_share:
+            token = True
+            reasons.append(f"code usage drifted in {share:.0%} of level-{level} sub-tokens (threshold {cfg.code_level_share:.0%})")
+    inputs = False
+    if feature_drift_share is not None and feature_drift_share >= cfg.feature_share:
+        inputs = True
+        reasons.append(f"{feature_drift_share:.0%} of raw feature columns drifted (threshold {cfg.feature_share:.0%})")
+    if prediction_drift is not None and not math.isnan(prediction_drift) and prediction_drift >= cfg.prediction_threshold:
+        inputs = True
+        reasons.append(f"predictions drifted by {prediction_drift:.3f} (threshold {cfg.prediction_threshold})")
+    if inputs:
+        action = "retrain_source"
+    elif token:
+        action = "rematerialize"
+        reasons.append("inputs are stable while tokens moved: the stored tokens no longer match the inputs")
+    else:
+        action = "none"
+    return DriftVerdict(
+        drifted=token or inputs,
+        token_drift=token,
+        input_drift=inputs,
+        action=action,
+        reasons=reasons,
+        dim_drift_share=dim_drift_share,
+        embedding_score=embedding_score,
+        code_level_share=code_level_share,
+        feature_drift_share=feature_drift_share,
+        prediction_drift=prediction_drift,
+    )

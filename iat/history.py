@@ -1,0 +1,111 @@
+"""What a downstream model reads about a request's past, assembled in batches.
+
+Two histories, both strictly before the request ts (the token store's rule):
+- the *base* behaviour sequence: the user's last clicked items (item id, category, time gap), the thin
+  hand-crafted sequence of a classic ranking model;
+- the *instance-token* sequence: the user's last L tokens from the token store with their side info
+  (click, conversion as known at request time, time gap, domain, item, category).
+Both come from the token store, whose side info holds every instance's item and click, so training and
+serving read the same source and the ingest path updates both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from iat.features import DOMAIN_FIELD, EncodedFrame, FeatureEncoder
+from iat.models.batching import frame_batch
+from iat.tokens.fetch import locate_before
+from iat.tokens.store import CONVERSION_PAD, TokenStore
+
+N_GAP_BUCKETS = 32
+
+
+def gap_bucket(gap_seconds: np.ndarray) -> np.ndarray:
+    """Bucketed log2 time gap; 0 is reserved for padding."""
+    return np.minimum(np.log2(np.maximum(gap_seconds, 0) + 1).astype(np.int64) + 1, N_GAP_BUCKETS - 1)
+
+
+@dataclass
+class ClickIndex:
+    """Clicked instances sorted by (user, ts): the base model's behaviour sequence source."""
+
+    users: np.ndarray
+    offsets: np.ndarray
+    ts: np.ndarray
+    item_id: np.ndarray
+    category: np.ndarray
+    max_len: int
+
+    @classmethod
+    def from_store(cls, store: TokenStore) -> "ClickIndex":
+        rows = store.all_rows()
+        keep = rows["click"] == 1
+        u, ts, item, cat = (rows[k][keep] for k in ("user_id", "ts", "item_id", "category"))
+        order = np.lexsort((rows["instance_id"][keep], ts, u))
+        u, ts, item, cat = u[order], ts[order], item[order], cat[order]
+        users, starts, counts = np.unique(u, return_index=True, return_counts=True)
+        offsets = np.append(starts, len(u)).astype(np.int64)
+        return cls(users, offsets, ts, item, cat, int(counts.max()) if len(counts) else 0)
+
+    def fetch(self, user: np.ndarray, ts: np.ndarray, L: int) -> tuple[np.ndarray, np.ndarray]:
+        return locate_before(self.users, self.offsets, self.ts, self.max_len, user, ts, L)
+
+
+class HistoryAssembler:
+    """Turns (encoded requests, token store) into model-ready tensors, mapping raw ids to encoder indices."""
+
+    def __init__(self, encoder: FeatureEncoder, store: TokenStore | None, clicks: ClickIndex | None, L: int, base_L: int):
+        self.encoder, self.store, self.clicks, self.L, self.base_L = encoder, store, clicks, L, base_L
+        self.cat_field = encoder.schema.category_column
+        if store is not None:
+            # store domain code -> encoder domain index (+1 shift so that padding -1 maps to 0)
+            self._dom_map = np.concatenate([[0], encoder.encode_categorical(DOMAIN_FIELD, np.array(store.domains, dtype=object))])
+
+    def _ids(self, field: str | None, raw: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if field is None or field not in self.encoder.vocabs:
+            return np.zeros(raw.shape, np.int64)
+        return np.where(mask, self.encoder.encode_categorical(field, raw.ravel()).reshape(raw.shape), 0)
+
+    def batch(self, f: EncodedFrame) -> dict[str, torch.Tensor]:
+        out = frame_batch(f)
+        if self.clicks is not None:
+            idx, mask = self.clicks.fetch(f.user_id, f.ts, self.base_L)
+            out["seq_item"] = torch.from_numpy(self._ids("item_id", self.clicks.item_id[idx], mask))
+            out["seq_cat"] = torch.from_numpy(self._ids(self.cat_field, self.clicks.category[idx], mask))
+            out["seq_gap"] = torch.from_numpy(np.where(mask, gap_bucket(f.ts[:, None] - self.clicks.ts[idx]), 0))
+            out["seq_mask"] = torch.from_numpy(mask)
+        if self.store is not None:
+            h = self.store.fetch_before(f.user_id, f.ts, self.L)
+            tok = h.tokens
+            out["tok"] = torch.from_numpy(np.ascontiguousarray(tok, dtype=np.float32 if tok.dtype.kind == "f" else np.int64))
+            out["tok_mask"] = torch.from_numpy(h.mask)
+            out["tok_click"] = torch.from_numpy((h.click.astype(np.int64) + 1))  # pad -1 -> 0, 0 -> 1, 1 -> 2
+            out["tok_conv"] = torch.from_numpy(h.conversion.astype(np.int64) - CONVERSION_PAD)  # pad 0, unknown 1, 0 -> 2, 1 -> 3
+            out["tok_gap"] = torch.from_numpy(np.where(h.mask, gap_bucket(h.time_gap), 0))
+            out["tok_domain"] = torch.from_numpy(self._dom_map[h.domain.astype(np.int64) + 1])
+            out["tok_item"] = torch.from_numpy(self._ids("item_id", h.item_id, h.mask))
+            out["tok_cat"] = torch.from_numpy(self._ids(self.cat_field, h.category, h.mask))
+        return out
+
+
+class RequestBatches:
+    """A BatchSource over requests (rows of one split): shuffled per epoch for training, in order for eval."""
+
+    def __init__(self, frame: EncodedFrame, assembler: HistoryAssembler, batch_size: int, shuffle: bool, seed: int = 0):
+        if len(frame) == 0:
+            raise ValueError("no requests to batch: the split is empty")
+        self.frame, self.assembler, self.batch_size, self.shuffle, self.seed = frame, assembler, batch_size, shuffle, seed
+
+    def __len__(self) -> int:
+        return -(-len(self.frame) // self.batch_size)
+
+    def batches(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        n = len(self.frame)
+        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+        for s in range(0, n, self.batch_size):
+            yield self.assembler.batch(self.frame.take(order[s : s + self.batch_size]))

@@ -1,0 +1,1 @@
+"""Models: source models (temporal, user-order + SIT), the HGAQ tokenizer, downstream rankers, shared layers."""

@@ -1,0 +1,132 @@
+"""Downstream ranking model: base (non-sequence features + item-id behaviour sequence + interaction MLP),
+optionally with an IAT branch over the user's instance tokens (IAT paper, section 5).
+
+IAT branch: tokens -> adapter MLP (D -> 64) ++ side-info embedding (64: click / conversion as known at
+request time, time gap, domain, item, category) -> F_iat in {DIN, Transformer, LONGER} with a query
+compressed from the current request's features -> one vector that enters the interaction MLP as an input
+("before", the paper's choice) or joins after it ("after", the ablation).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from iat.features import FeatureEncoder
+from iat.history import N_GAP_BUCKETS
+from iat.models.layers import FieldEmbedding, mlp
+from iat.models.seq import build_seq_module
+from iat.models.source import click_conversion_loss
+
+DEFAULTS: dict[str, Any] = {
+    "seq": "din",  # base behaviour-sequence module: din | transformer | longer | none
+    "iat": None,  # F_iat over instance tokens: None (base model) | din | transformer | longer
+    "iat_position": "before",  # before | after the interaction MLP
+    "query": "compressed",  # compressed (current request's features) | id (item + category embedding)
+    "side_labels": True,  # click / conversion side info on each token
+    "token_dim": 64,
+    "d_e": 8,
+    "d_seq": 32,
+    "d_iat": 64,
+    "hidden": [256, 128],
+    "cvr_weight": 1.0,
+}
+
+
+class Ranker(nn.Module):
+    kind = "ranker"
+
+    def __init__(self, encoder: FeatureEncoder, config: dict[str, Any] | None = None):
+        super().__init__()
+        cfg = {**DEFAULTS, **(config or {})}
+        unknown = set(cfg) - set(DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown ranker config keys: {sorted(unknown)}")
+        if cfg["iat_position"] not in ("before", "after") or cfg["query"] not in ("compressed", "id"):
+            raise ValueError(f"iat_position must be before|after and query compressed|id, got {cfg['iat_position']}, {cfg['query']}")
+        self.config = cfg
+        self.fe = FieldEmbedding(encoder, cfg["d_e"])
+        n_fields = len(encoder.fields)
+        d_ns = n_fields * cfg["d_e"]
+        cards = dict(zip(encoder.cat_names, encoder.cardinalities))
+        self._item_col = encoder.cat_names.index("item_id") if "item_id" in cards else None
+        cat_field = encoder.schema.category_column
+        self._cat_col = encoder.cat_names.index(cat_field) if cat_field in cards else None
+        order = self.fe.order.tolist()  # output position of each field in the FieldEmbedding
+        self._target_pos = [order.index(c) if c is not None else None for c in (self._item_col, self._cat_col)]
+        n_item, n_cat = cards.get("item_id", 1), cards.get(cat_field, 1)
+        ds = cfg["d_seq"]
+
+        self.use_seq = cfg["seq"] != "none"
+        d_inter = d_ns
+        if self.use_seq:
+            self.seq_item = nn.Embedding(n_item, ds)
+            self.seq_cat = nn.Embedding(n_cat, ds)
+            self.seq_gap = nn.Embedding(N_GAP_BUCKETS, ds)
+            self.seq_query = nn.Linear(2 * cfg["d_e"], ds)
+            self.seq_module = build_seq_module(cfg["seq"], ds)
+            d_inter += ds
+
+        self.use_iat = cfg["iat"] is not None
+        if self.use_iat:
+            di = cfg["d_iat"]
+            self.adapter = mlp([cfg["token_dim"], 64], last_act=True)
+            self.side_click = nn.Embedding(3, 64)
+            self.side_conv = nn.Embedding(4, 64)
+            self.side_gap = nn.Embedding(N_GAP_BUCKETS, 64)
+            self.side_domain = nn.Embedding(cards["domain"], 64)
+            self.side_item = nn.Embedding(n_item, 64)
+            self.side_cat = nn.Embedding(n_cat, 64)
+            self.token_proj = nn.Linear(128, di)
+            q_in = d_ns + (ds if self.use_seq else 0) if cfg["query"] == "compressed" else 2 * cfg["d_e"]
+            self.iat_query = mlp([q_in, 256, di]) if cfg["query"] == "compressed" else nn.Linear(q_in, di)
+            self.iat_module = build_seq_module(cfg["iat"], di)
+            if cfg["iat_position"] == "before":
+                d_inter += di
+
+        self.interaction = mlp([d_inter, *cfg["hidden"]], last_act=True)
+        d_top = cfg["hidden"][-1] + (cfg["d_iat"] if self.use_iat and cfg["iat_position"] == "after" else 0)
+        self.head_click = nn.Linear(d_top, 1)
+        self.head_conv = nn.Linear(d_top, 1)
+
+    # -- pieces --------------------------------------------------------------------------------
+    def _target_item(self, fields: torch.Tensor) -> torch.Tensor:
+        """The current request's item and category field embeddings, [B, 2 d_e] (zeros if absent)."""
+        parts = [fields[:, p] if p is not None else fields.new_zeros(fields.shape[0], fields.shape[2]) for p in self._target_pos]
+        return torch.cat(parts, dim=-1)
+
+    def _instance_tokens(self, b: dict[str, torch.Tensor]) -> torch.Tensor:
+        side = self.side_gap(b["tok_gap"]) + self.side_domain(b["tok_domain"]) + self.side_item(b["tok_item"]) + self.side_cat(b["tok_cat"])
+        if self.config["side_labels"]:
+            side = side + self.side_click(b["tok_click"]) + self.side_conv(b["tok_conv"])
+        return self.token_proj(torch.cat([self.adapter(b["tok"]), side], dim=-1))
+
+    def forward(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        fields = self.fe(b["cat"], b["num"], b["num_bucket"])
+        target = self._target_item(fields)
+        x = [fields.flatten(1)]
+        if self.use_seq:
+            seq = self.seq_item(b["seq_item"]) + self.seq_cat(b["seq_cat"]) + self.seq_gap(b["seq_gap"])
+            x.append(self.seq_module(self.seq_query(target), seq, b["seq_mask"]))
+        iat_out = None
+        if self.use_iat:
+            q_in = torch.cat(x, dim=-1) if self.config["query"] == "compressed" else target
+            iat_out = self.iat_module(self.iat_query(q_in), self._instance_tokens(b), b["tok_mask"])
+            if self.config["iat_position"] == "before":
+                x.append(iat_out)
+        h = self.interaction(torch.cat(x, dim=-1))
+        if iat_out is not None and self.config["iat_position"] == "after":
+            h = torch.cat([h, iat_out], dim=-1)
+        return {"click_logit": self.head_click(h).squeeze(-1), "conv_logit": self.head_conv(h).squeeze(-1)}
+
+    # -- training protocol ---------------------------------------------------------------------
+    def loss(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        out = self(b)
+        return click_conversion_loss(out["click_logit"], out["conv_logit"], b["click"], b["conversion"], self.config["cvr_weight"])
+
+    @torch.no_grad()
+    def predict(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = self(b)
+        return {"p": torch.sigmoid(out["click_logit"]), "p_conv": torch.sigmoid(out["conv_logit"]), "y": b["click"], "user": b["user_id"]}

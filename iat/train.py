@@ -1,0 +1,266 @@
+"""One training loop for every model: early stopping on validation AUC, atomic checkpoints, exact resume.
+
+The model protocol (see the source models): ``loss(batch) -> (scalar, logs)``, ``predict(batch) -> {p, y, user}``
+over the batch's scored positions, ``config`` (JSON-able). Batches come from a ``BatchSource`` whose
+``batches(epoch)`` is a pure function of (its own seed, epoch): it must not draw from the global RNGs, so that
+skipping the batches already done on resume yields exactly the batches an uninterrupted run would see.
+
+Resume: a checkpoint holds the model, the optimizer, the torch / numpy / python RNG states, the epoch, the number
+of batches done in it, the best weights so far and the history. ``fit`` on a directory holding one continues
+from there and ends with the same weights, bit for bit, as a run that was never interrupted (same threads).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from iat.metrics import evaluate
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 1024  # read by the batch sources; recorded here so the run config is one object
+    patience: int = 1  # early stopping: stop after this many epochs without a valid AUC improvement (0: never)
+    seed: int = 0
+    checkpoint_every: int = 100  # steps
+    threads: int | None = None  # None -> the cores this process may use
+    progress: bool = True
+    grad_clip: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.patience < 0:
+            raise ValueError(f"TrainConfig.patience must be >= 0, got {self.patience}")
+        if self.lr <= 0:
+            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_valid: dict
+    history: list[dict]
+    checkpoint_dir: Path | None
+    samples_per_s: float
+
+
+class BatchSource(Protocol):
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        ...
+
+    def batches(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        """The epoch's batches; deterministic for (the source's seed, epoch), independent of global RNGs."""
+        ...
+
+
+def cores() -> int:
+    """Cores this process may run on (the affinity mask, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def set_threads(threads: int | None) -> int:
+    n = threads or cores()
+    torch.set_num_threads(n)
+    return n
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def batch_samples(batch: dict[str, torch.Tensor]) -> int:
+    """Instances a batch trains on: the mask's count for sequence batches, else the leading dimension."""
+    if "mask" in batch:
+        return int(batch["mask"].sum())
+    return int(next(iter(batch.values())).shape[0])
+
+
+@torch.no_grad()
+def predict_all(model: nn.Module, batches: BatchSource) -> dict[str, np.ndarray]:
+    """Concatenated ``predict`` outputs over a whole source, in eval mode."""
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[np.ndarray]] = {}
+    try:
+        for batch in batches.batches(0):
+            for k, v in model.predict(batch).items():
+                parts.setdefault(k, []).append(v.detach().cpu().numpy())
+    finally:
+        model.train(was_training)
+    if not parts:
+        raise ValueError("cannot evaluate: the batch source yielded no batches")
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def evaluate_model(model: nn.Module, batches: BatchSource, n_boot: int = 0, seed: int = 0) -> dict:
+    """AUC, GAUC, LogLoss of the model's pCTR on the source's scored positions (+ user-bootstrap CIs if n_boot)."""
+    out = predict_all(model, batches)
+    return evaluate(out["y"].astype(np.int8), out["p"].astype(np.float64), out["user"], n_boot=n_boot, seed=seed)
+
+
+@dataclass
+class _State:
+    """Everything a resumed run needs beyond the model and optimizer."""
+
+    epoch: int = 0  # current epoch
+    step: int = 0  # batches done in the current epoch
+    global_step: int = 0
+    best_auc: float = -1.0
+    best_epoch: int = -1
+    best_valid: dict = field(default_factory=dict)
+    bad_epochs: int = 0
+    history: list[dict] = field(default_factory=list)
+    epoch_loss_sum: float = 0.0  # over the current epoch's batches done so far
+    samples: int = 0
+    train_seconds: float = 0.0
+    finished: bool = False
+
+
+def _fingerprint(model: nn.Module, cfg: TrainConfig) -> str:
+    """What must match for a checkpoint to be resumed (epochs may grow; threads and progress do not matter)."""
+    keep = {k: v for k, v in asdict(cfg).items() if k not in ("epochs", "threads", "progress", "patience", "checkpoint_every")}
+    return json.dumps({"model": getattr(model, "config", {}), "kind": getattr(model, "kind", ""), "train": keep}, sort_keys=True, default=str)
+
+
+def _rng_states() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_states(s: dict[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+
+
+def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, state: _State, best: dict | None, fp: str) -> None:
+    payload = {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "rng": _rng_states(),
+        "state": asdict(state),
+        "best_model": best,
+        "fingerprint": fp,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # atomic: a reader (or a resumed run) never sees half a checkpoint
+
+
+def _load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, fp: str) -> tuple[_State, dict | None]:
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    if ck.get("fingerprint") != fp:
+        raise ValueError(f"checkpoint {path} was written by a different model or training config; delete it or use another checkpoint_dir")
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    _set_rng_states(ck["rng"])
+    return _State(**ck["state"]), ck["best_model"]
+
+
+def _train_step(model: nn.Module, opt: torch.optim.Optimizer, batch: dict[str, torch.Tensor], grad_clip: float | None) -> dict[str, float]:
+    opt.zero_grad(set_to_none=True)
+    loss, logs = model.loss(batch)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"training loss is {loss.item()} (logs: {logs}); lower the learning rate or check the inputs")
+    loss.backward()
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    return {"loss": float(loss.detach()), **logs}
+
+
+def fit(
+    model: nn.Module,
+    train_batches: BatchSource,
+    valid_batches: BatchSource,
+    cfg: TrainConfig,
+    checkpoint_dir: str | Path | None = None,
+) -> TrainResult:
+    """Train with Adam; after each epoch score valid AUC; stop after ``patience`` epochs without improvement;
+    end with the best epoch's weights loaded. Resumes from ``checkpoint_dir`` when it holds a checkpoint."""
+    set_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    fp = _fingerprint(model, cfg)
+    ck_path: Path | None = None
+    state, best = _State(), None
+    if checkpoint_dir is not None:
+        ck_dir = Path(checkpoint_dir)
+        ck_dir.mkdir(parents=True, exist_ok=True)
+        ck_path = ck_dir / CHECKPOINT_FILE
+        if ck_path.is_file():
+            state, best = _load_checkpoint(ck_path, model, opt, fp)
+
+    def checkpoint() -> None:
+        if ck_path is not None:
+            _save_checkpoint(ck_path, model, opt, state, best, fp)
+
+    n_batches = len(train_batches)
+    while not state.finished and state.epoch < cfg.epochs:
+        model.train()
+        bar = tqdm(total=n_batches, initial=state.step, desc=f"{getattr(model, 'kind', 'model')} epoch {state.epoch}", disable=not cfg.progress, unit="batch")
+        seconds_before, t0 = state.train_seconds, time.perf_counter()
+        for i, batch in enumerate(train_batches.batches(state.epoch)):
+            if i < state.step:  # done before the crash: the source replays the same batches, so skip them
+                continue
+            logs = _train_step(model, opt, batch, cfg.grad_clip)
+            state.epoch_loss_sum += logs["loss"]
+            state.step, state.global_step = i + 1, state.global_step + 1
+            state.samples += batch_samples(batch)
+            state.train_seconds = seconds_before + time.perf_counter() - t0
+            bar.update(1)
+            bar.set_postfix(loss=f"{logs['loss']:.4f}", samples_s=f"{state.samples / max(state.train_seconds, 1e-9):,.0f}", refresh=False)
+            if state.global_step % cfg.checkpoint_every == 0:
+                checkpoint()
+        bar.close()
+
+        valid = evaluate_model(model, valid_batches)
+        record = {"epoch": state.epoch, "train_loss": state.epoch_loss_sum / max(n_batches, 1), **{f"valid_{k}": v for k, v in valid.items()}}
+        state.history.append(record)
+        if valid["auc"] > state.best_auc:
+            state.best_auc, state.best_epoch, state.best_valid, state.bad_epochs = valid["auc"], state.epoch, valid, 0
+            best = copy.deepcopy(model.state_dict())
+        else:
+            state.bad_epochs += 1
+        state.epoch, state.step, state.epoch_loss_sum = state.epoch + 1, 0, 0.0
+        if cfg.patience and state.bad_epochs >= cfg.patience:
+            state.finished = True
+        if cfg.progress:
+            tqdm.write(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, valid auc {valid['auc']:.4f} gauc {valid['gauc']:.4f} logloss {valid['logloss']:.4f}")
+        checkpoint()
+
+    if best is not None:
+        model.load_state_dict(best)
+    model.eval()
+    return TrainResult(
+        best_epoch=state.best_epoch,
+        best_valid=state.best_valid,
+        history=state.history,
+        checkpoint_dir=ck_path.parent if ck_path is not None else None,
+        samples_per_s=state.samples / max(state.train_seconds, 1e-9),
+    )

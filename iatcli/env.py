@@ -1,0 +1,24 @@
+"""Process environment for ZenML and friends; must run before any of them is imported."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+
+def setup_environment(home: str | Path | None = None) -> Path:
+    """Keep ZenML's config and local store inside the project (or ``IAT_HOME``), never in the user's home.
+
+    Returns the project home (where data/, reports/ and .zenml/ live).
+    """
+    root = Path(home or os.environ.get("IAT_HOME") or Path.cwd()).resolve()
+    os.environ.setdefault("ZENML_CONFIG_PATH", str(root / ".zenml"))
+    os.environ.setdefault("ZENML_ANALYTICS_OPT_IN", "false")
+    os.environ.setdefault("ZENML_AUTO_OPEN_DASHBOARD", "false")
+    os.environ.setdefault("ZENML_LOGGING_VERBOSITY", "WARN")
+    os.environ.setdefault("BENTOML_HOME", str(root / "bentoml_home"))
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    return root

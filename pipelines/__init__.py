@@ -1,0 +1,1 @@
+"""ZenML pipelines chaining the steps in ``steps/``."""

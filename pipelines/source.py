@@ -1,0 +1,34 @@
+from typing import Any, Dict, Optional
+
+from zenml import Model, pipeline
+
+from steps.ingest import ingest
+from steps.split import split
+from steps.train_source import train_source
+from steps.validate import validate
+
+
+def source_pipeline(kind: str = "temporal", **params: Any) -> Any:
+    """Run the source pipeline for ``kind``; each kind versions its own ZenML Model ``iat-source-<kind>``."""
+    model = Model(name=f"iat-source-{kind}", description=f"IAT stage-I source model ({kind}); the bundle artifact holds weights, encoder, config and metrics")
+    return _source_pipeline.with_options(model=model)(kind=kind, **params)
+
+
+@pipeline(enable_cache=True)
+def _source_pipeline(
+    kind: str = "temporal",
+    dataset: str = "synthetic",
+    users: int = 2_000,
+    seed: int = 0,
+    path: Optional[str] = None,
+    max_quarantine_share: float = 0.05,
+    reports_dir: str = "reports/validation",
+    model_config: Optional[Dict[str, Any]] = None,
+    train_config: Optional[Dict[str, Any]] = None,
+    n_boot: int = 200,
+) -> None:
+    """ingest -> validate -> time split -> train_source (the data steps are shared with the data pipeline)."""
+    raw, schema = ingest(dataset=dataset, users=users, seed=seed, path=path)
+    clean, _, _ = validate(raw, schema, max_quarantine_share=max_quarantine_share, reports_dir=reports_dir)
+    split_df = split(clean)
+    train_source(split_df, schema, kind=kind, model_config=model_config, train_config=train_config, n_boot=n_boot)
