@@ -30,13 +30,16 @@ class DriftConfig:
     sample_cap: int = 20_000  # rows per window any drift measure sees (uniform sample; keeps 1M tokens fast)
     column_method: str = "wasserstein"  # Evidently stat test per numeric column (normed Wasserstein distance)
     column_threshold: float = 0.1  # a column drifts when its stat passes this (the method's scale)
-    dim_share: float = 0.25  # dense tokens drift when this share of dimensions drift ...
+    dim_share: float = 0.5  # dense tokens drift when this share of dimensions drift (Evidently's dataset rule) ...
     embedding_auc: float = 0.6  # ... or when a classifier tells the windows apart this well
     code_threshold: float = 0.1  # a (sub-token, level) drifts when its bias-corrected JS distance passes this
     code_level_share: float = 0.25  # codes drift when this share of one level's sub-tokens drift
-    feature_share: float = 0.3  # raw inputs drift when this share of feature columns drift ...
+    feature_share: float = 0.25  # raw inputs drift when this share of one voting group's feature columns drift ...
+    voting_groups: tuple[str, ...] = ("user", "item", "context")  # cross features (lifetime counts) grow in any log
+    unseen_share: float = 0.3  # ... or this share of current rows carry an id the reference never saw ...
+    unseen_groups: tuple[str, ...] = ("item",)  # ... in these groups (new users arrive in any healthy log) ...
     prediction_threshold: float = 0.1  # ... or the model's predictions drift this much (normed Wasserstein)
-    max_categories: int = 200  # categorical features with more reference values are left out of feature drift
+    max_categories: int = 200  # categoricals with more reference values are id-like: unseen share, not a distribution test
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -55,6 +58,9 @@ class DriftConfig:
         unknown = sorted(set(d) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"drift config: unknown keys {unknown}; known: {sorted(cls.__dataclass_fields__)}")
+        for key in ("voting_groups", "unseen_groups"):
+            if key in d:
+                d[key] = tuple(d[key])
         return cls(**d)
 
 
@@ -62,9 +68,11 @@ class DriftConfig:
 class DriftVerdict:
     """What the drift checks found and what to do about it.
 
-    ``action``: ``rematerialize`` when tokens moved while the inputs did not (the stored tokens no longer match
-    what the source model makes of these inputs: re-encode them); ``retrain_source`` when the inputs moved (the
-    world changed: retrain the source model on recent data, then re-materialise); ``none`` otherwise.
+    ``action``: ``retrain_source`` when the inputs moved (the world changed: retrain the source model on recent
+    data, then re-materialise the tokens); ``rematerialize`` when the tokens moved while no measured input did:
+    tokens are a function of the inputs, so the stored tokens no longer match what the source model makes of
+    these inputs (tokens written by another encoder version, a feature bug on the ingest path) - re-encode them,
+    after checking the store's source version; ``none`` otherwise.
     """
 
     drifted: bool
@@ -75,7 +83,9 @@ class DriftVerdict:
     dim_drift_share: float | None = None  # share of token dimensions that drifted (dense tokens)
     embedding_score: float | None = None  # domain-classifier AUC (dense tokens)
     code_level_share: dict[int, float] | None = None  # level -> share of sub-tokens whose code usage drifted
-    feature_drift_share: float | None = None
+    feature_drift_share: float | None = None  # over all feature columns (reported; groups vote)
+    feature_group_share: dict[str, float] | None = None  # group -> share of its columns that drifted
+    unseen_value_share: dict[str, float] | None = None  # id-like column of an unseen_groups group -> share of rows with an unseen id
     prediction_drift: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,6 +97,14 @@ def sample_rows(n: int, cap: int, seed: int) -> np.ndarray:
     if n <= cap:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))
+
+
+def unseen_share(reference: Any, current: Any) -> float:
+    """Share of ``current`` values that never occur in ``reference`` (e.g. item ids of a new catalogue)."""
+    cur = np.asarray(current)
+    if len(cur) == 0:
+        raise ValueError("unseen_share: the current window is empty")
+    return float((~np.isin(cur, np.unique(np.asarray(reference)))).mean())
 
 
 def _check_2d(name: str, x: Any) -> np.ndarray:
@@ -220,6 +238,8 @@ def decide(
     embedding_score: float | None = None,
     code_level_share: dict[int, float] | None = None,
     feature_drift_share: float | None = None,
+    feature_group_share: dict[str, float] | None = None,
+    unseen_value_share: dict[str, float] | None = None,
     prediction_drift: float | None = None,
 ) -> DriftVerdict:
     """The verdict from the measured numbers; a measure left as None was not taken and does not vote."""
@@ -236,9 +256,14 @@ def decide(
             token = True
             reasons.append(f"code usage drifted in {share:.0%} of level-{level} sub-tokens (threshold {cfg.code_level_share:.0%})")
     inputs = False
-    if feature_drift_share is not None and feature_drift_share >= cfg.feature_share:
-        inputs = True
-        reasons.append(f"{feature_drift_share:.0%} of raw feature columns drifted (threshold {cfg.feature_share:.0%})")
+    for group, share in sorted((feature_group_share or {}).items()):
+        if group in cfg.voting_groups and share >= cfg.feature_share:
+            inputs = True
+            reasons.append(f"{share:.0%} of the {group} features drifted (threshold {cfg.feature_share:.0%})")
+    for column, share in sorted((unseen_value_share or {}).items()):
+        if share >= cfg.unseen_share:
+            inputs = True
+            reasons.append(f"{share:.0%} of current rows have a {column} the reference never saw (threshold {cfg.unseen_share:.0%})")
     if prediction_drift is not None and not math.isnan(prediction_drift) and prediction_drift >= cfg.prediction_threshold:
         inputs = True
         reasons.append(f"predictions drifted by {prediction_drift:.3f} (threshold {cfg.prediction_threshold})")
@@ -246,7 +271,7 @@ def decide(
         action = "retrain_source"
     elif token:
         action = "rematerialize"
-        reasons.append("inputs are stable while tokens moved: the stored tokens no longer match the inputs")
+        reasons.append("no measured input moved while the tokens did: check the store's source version, then re-encode")
     else:
         action = "none"
     return DriftVerdict(
@@ -259,5 +284,7 @@ def decide(
         embedding_score=embedding_score,
         code_level_share=code_level_share,
         feature_drift_share=feature_drift_share,
+        feature_group_share=feature_group_share,
+        unseen_value_share=unseen_value_share,
         prediction_drift=prediction_drift,
     )

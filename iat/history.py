@@ -42,15 +42,19 @@ class ClickIndex:
     max_len: int
 
     @classmethod
-    def from_store(cls, store: TokenStore) -> "ClickIndex":
-        rows = store.all_rows()
-        keep = rows["click"] == 1
-        u, ts, item, cat = (rows[k][keep] for k in ("user_id", "ts", "item_id", "category"))
-        order = np.lexsort((rows["instance_id"][keep], ts, u))
+    def from_rows(cls, user_id: np.ndarray, ts: np.ndarray, instance_id: np.ndarray, item_id: np.ndarray, category: np.ndarray, click: np.ndarray) -> "ClickIndex":
+        keep = np.asarray(click) == 1
+        u, ts, item, cat, iid = (np.asarray(a)[keep] for a in (user_id, ts, item_id, category, instance_id))
+        order = np.lexsort((iid, ts, u))
         u, ts, item, cat = u[order], ts[order], item[order], cat[order]
         users, starts, counts = np.unique(u, return_index=True, return_counts=True)
         offsets = np.append(starts, len(u)).astype(np.int64)
         return cls(users, offsets, ts, item, cat, int(counts.max()) if len(counts) else 0)
+
+    @classmethod
+    def from_store(cls, store: TokenStore) -> "ClickIndex":
+        r = store.all_rows()
+        return cls.from_rows(r["user_id"], r["ts"], r["instance_id"], r["item_id"], r["category"], r["click"])
 
     def fetch(self, user: np.ndarray, ts: np.ndarray, L: int) -> tuple[np.ndarray, np.ndarray]:
         return locate_before(self.users, self.offsets, self.ts, self.max_len, user, ts, L)

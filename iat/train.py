@@ -182,7 +182,7 @@ def _load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, f
     return _State(**ck["state"]), ck["best_model"]
 
 
-def _train_step(model: nn.Module, opt: torch.optim.Optimizer, batch: dict[str, torch.Tensor], grad_clip: float | None) -> dict[str, float]:
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, batch: dict[str, torch.Tensor], grad_clip: float | None) -> dict[str, float]:
     opt.zero_grad(set_to_none=True)
     loss, logs = model.loss(batch)
     if not torch.isfinite(loss):
@@ -228,7 +228,7 @@ def fit(
         for i, batch in enumerate(train_batches.batches(state.epoch)):
             if i < state.step:  # done before the crash: the source replays the same batches, so skip them
                 continue
-            logs = _train_step(model, opt, batch, cfg.grad_clip)
+            logs = train_step(model, opt, batch, cfg.grad_clip)
             state.epoch_loss_sum += logs["loss"]
             state.step, state.global_step = i + 1, state.global_step + 1
             state.samples += batch_samples(batch)

@@ -27,11 +27,12 @@ from evidently.metrics import DriftedColumnsCount, ValueDrift
 
 from iat.drift import DriftConfig, DriftVerdict, decide, sample_rows
 from iat.schema import Schema
-from monitoring.metrics import CodeLevelDrift, DomainClassifierDrift
+from monitoring.metrics import CodeLevelDrift, DomainClassifierDrift, UnseenValueShare
 
 TOKEN_PREFIX = "tok_"
 PREDICTION = "prediction"
 TAG_TOKENS, TAG_FEATURES = "tokens", "features"
+TAG_DAY, TAG_WINDOW = "day", "window"  # one day of the current window / the whole window
 
 
 def token_columns(d: int) -> list[str]:
@@ -68,8 +69,13 @@ def token_drift_snapshot(
     timestamp: dt.datetime | None = None,
     tags: Sequence[str] = (),
     metadata: dict[str, str] | None = None,
+    detail: bool = True,
 ) -> Snapshot:
-    """An Evidently snapshot of token drift; dense tokens [N, D] or HGAQ codes [N, T, M]."""
+    """An Evidently snapshot of token drift; dense tokens [N, D] or HGAQ codes [N, T, M].
+
+    ``detail=False`` leaves out the per-dimension ``ValueDrift`` widgets (the share of drifted dimensions is still
+    measured): they are most of the cost and size of a snapshot, and a dashboard point needs only the summary.
+    """
     ref, cur = _check_tokens("reference", reference), _check_tokens("current", current)
     if ref.shape[1:] != cur.shape[1:]:
         raise ValueError(f"reference tokens are {ref.shape[1:]} per row, current {cur.shape[1:]}")
@@ -82,7 +88,9 @@ def token_drift_snapshot(
         metrics: list[Any] = [
             DriftedColumnsCount(columns=cols, num_method=cfg.column_method, num_threshold=cfg.column_threshold, drift_share=cfg.dim_share),
             DomainClassifierDrift(columns=cols, threshold=cfg.embedding_auc, seed=cfg.seed),
-        ] + [ValueDrift(column=c, method=cfg.column_method, threshold=cfg.column_threshold) for c in cols]
+        ]
+        if detail:
+            metrics += [ValueDrift(column=c, method=cfg.column_method, threshold=cfg.column_threshold) for c in cols]
     else:
         _, T, M = ref.shape
         metrics = [
@@ -99,15 +107,35 @@ def token_drift_snapshot(
     )
 
 
-def feature_columns(schema: Schema, reference: pd.DataFrame, max_categories: int) -> tuple[list[str], list[str]]:
-    """(numeric, categorical) schema features for raw-feature drift; id-like categoricals are left out.
+@dataclass(frozen=True)
+class FeatureLayout:
+    """Which schema features enter feature drift, by group, and which are id-like (unseen-value share instead).
 
     A categorical with more than ``max_categories`` values in the reference (user_id, item_id, ...) has too few
-    rows per value for a distribution test: two samples of the same stream would already look different.
+    rows per value for a distribution test: two samples of the same stream would already look different. What
+    does change when such a column drifts is that new ids appear, so its unseen-value share is measured.
+    Computed once per monitoring run, so every daily snapshot has the same metrics (dashboard series need it).
     """
-    numeric = [c for c in schema.numeric if c in reference.columns]
-    categorical = [c for c in schema.categorical if c in reference.columns and reference[c].nunique() <= max_categories]
-    return numeric, categorical
+
+    groups: dict[str, list[str]]  # group -> columns tested for distribution drift
+    numeric: list[str]
+    id_columns: list[str]
+
+    @property
+    def columns(self) -> list[str]:
+        return [c for cols in self.groups.values() for c in cols]
+
+    @classmethod
+    def of(cls, schema: Schema, reference: pd.DataFrame, max_categories: int) -> "FeatureLayout":
+        present = [f for f in schema.features if f.name in reference.columns]
+        id_like = [f.name for f in present if f.type == "categorical" and reference[f.name].nunique() > max_categories]
+        groups: dict[str, list[str]] = {}
+        for f in present:
+            if f.name not in id_like:
+                groups.setdefault(f.group, []).append(f.name)
+        if not groups:
+            raise ValueError("feature drift: none of the schema's features is in the frames")
+        return cls(groups, [f.name for f in present if f.type == "numeric"], id_like)
 
 
 def feature_drift_snapshot(
@@ -118,28 +146,34 @@ def feature_drift_snapshot(
     timestamp: dt.datetime | None = None,
     tags: Sequence[str] = (),
     metadata: dict[str, str] | None = None,
+    detail: bool = True,
+    layout: FeatureLayout | None = None,
 ) -> Snapshot:
-    """An Evidently snapshot of raw-feature drift (schema features) and, if both frames hold a ``prediction``
-    column, of prediction drift."""
+    """An Evidently snapshot of raw-feature drift: share of drifted columns overall and per feature group, the
+    unseen-value share of id-like columns, and, if both frames hold a ``prediction`` column, prediction drift.
+    ``detail=False``: no per-feature ``ValueDrift`` widgets (see token drift)."""
     if len(reference) < 10 or len(current) < 10:
         raise ValueError(f"feature drift needs at least 10 rows per window, got {len(reference)} and {len(current)}")
     ref = reference.iloc[sample_rows(len(reference), cfg.sample_cap, cfg.seed)]
     cur = current.iloc[sample_rows(len(current), cfg.sample_cap, cfg.seed + 1)]
-    numeric, categorical = feature_columns(schema, ref, cfg.max_categories)
-    if not numeric and not categorical:
-        raise ValueError("feature drift: none of the schema's features is in the frames")
+    lay = layout or FeatureLayout.of(schema, ref, cfg.max_categories)
     has_pred = PREDICTION in ref.columns and PREDICTION in cur.columns
+    numeric = [c for c in lay.columns if c in lay.numeric]
+    categorical = [c for c in lay.columns if c not in lay.numeric]
     num_cols = numeric + ([PREDICTION] if has_pred else [])
-    cols = numeric + categorical
-    definition = DataDefinition(numerical_columns=num_cols, categorical_columns=categorical)
-    metrics: list[Any] = [
-        DriftedColumnsCount(columns=cols, num_method=cfg.column_method, num_threshold=cfg.column_threshold, drift_share=cfg.feature_share)
-    ]
-    metrics += [ValueDrift(column=c, method=cfg.column_method, threshold=cfg.column_threshold) for c in numeric]
-    metrics += [ValueDrift(column=c) for c in categorical]
+    definition = DataDefinition(numerical_columns=num_cols, categorical_columns=categorical + lay.id_columns)
+
+    def share(cols: list[str]) -> DriftedColumnsCount:
+        return DriftedColumnsCount(columns=cols, num_method=cfg.column_method, num_threshold=cfg.column_threshold, drift_share=cfg.feature_share)
+
+    metrics: list[Any] = [share(lay.columns)] + [share(cols) for cols in lay.groups.values()]
+    metrics += [UnseenValueShare(column=c) for c in lay.id_columns]
+    if detail:
+        metrics += [ValueDrift(column=c, method=cfg.column_method, threshold=cfg.column_threshold) for c in numeric]
+        metrics += [ValueDrift(column=c) for c in categorical]
     if has_pred:
         metrics.append(ValueDrift(column=PREDICTION, method=cfg.column_method, threshold=cfg.prediction_threshold))
-    keep = num_cols + categorical
+    keep = num_cols + categorical + lay.id_columns
     report = Report(metrics, include_tests=False)
     return report.run(
         Dataset.from_pandas(cur[keep].reset_index(drop=True), data_definition=definition),
@@ -158,8 +192,16 @@ def _type(config: dict[str, Any]) -> str:
     return str(config["type"]).rsplit(":", 1)[-1]
 
 
-def verdict(token_snapshot: Snapshot | None, feature_snapshot: Snapshot | None, cfg: DriftConfig = DriftConfig()) -> DriftVerdict:
-    """Read the drift numbers back from the snapshots and decide (``iat.drift.decide``)."""
+def verdict(
+    token_snapshot: Snapshot | None,
+    feature_snapshot: Snapshot | None,
+    cfg: DriftConfig = DriftConfig(),
+    schema: Schema | None = None,
+) -> DriftVerdict:
+    """Read the drift numbers back from the snapshots and decide (``iat.drift.decide``).
+
+    ``schema`` names the group of each per-group feature share (a share over one group's columns).
+    """
     found: dict[str, Any] = {}
     if token_snapshot is not None:
         levels: dict[int, float] = {}
@@ -174,12 +216,25 @@ def verdict(token_snapshot: Snapshot | None, feature_snapshot: Snapshot | None, 
         if levels:
             found["code_level_share"] = levels
     if feature_snapshot is not None:
+        group_of = {f.name: f.group for f in schema.features} if schema is not None else {}
+        groups: dict[str, float] = {}
+        unseen: dict[str, float] = {}
         for config, value in _metric_values(feature_snapshot):
             kind = _type(config)
             if kind == "DriftedColumnsCount":
-                found["feature_drift_share"] = float(value["share"])
+                owners = {group_of.get(c) for c in config["columns"]}
+                if len(owners) == 1 and None not in owners:
+                    groups[owners.pop()] = float(value["share"])
+                else:
+                    found["feature_drift_share"] = float(value["share"])
+            elif kind == "UnseenValueShare" and (schema is None or group_of.get(config["column"]) in cfg.unseen_groups):
+                unseen[str(config["column"])] = float(value)
             elif kind == "ValueDrift" and config.get("column") == PREDICTION:
                 found["prediction_drift"] = float(value)
+        if groups:
+            found["feature_group_share"] = groups
+        if unseen:
+            found["unseen_value_share"] = unseen
     return decide(cfg, **found)
 
 
@@ -207,11 +262,13 @@ def drift_report(
     schema: Schema | None = None,
     timestamp: dt.datetime | None = None,
     tags: Sequence[str] = (),
+    detail: bool = True,
+    layout: FeatureLayout | None = None,
 ) -> DriftReport:
     """Token drift, plus raw-feature / prediction drift when the windows' instance rows and schema are given."""
-    snaps = {TAG_TOKENS: token_drift_snapshot(reference_tokens, current_tokens, cfg, timestamp, tags)}
+    snaps = {TAG_TOKENS: token_drift_snapshot(reference_tokens, current_tokens, cfg, timestamp, tags, detail=detail)}
     if reference_rows is not None and current_rows is not None:
         if schema is None:
             raise ValueError("feature drift needs the schema of the instance rows")
-        snaps[TAG_FEATURES] = feature_drift_snapshot(reference_rows, current_rows, schema, cfg, timestamp, tags)
-    return DriftReport(verdict(snaps[TAG_TOKENS], snaps.get(TAG_FEATURES), cfg), snaps)
+        snaps[TAG_FEATURES] = feature_drift_snapshot(reference_rows, current_rows, schema, cfg, timestamp, tags, detail=detail, layout=layout)
+    return DriftReport(verdict(snaps[TAG_TOKENS], snaps.get(TAG_FEATURES), cfg, schema), snaps)

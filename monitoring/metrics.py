@@ -4,6 +4,7 @@
   Evidently's own ``EmbeddingsDrift`` runs a t-SNE of 5,000 rows for its plot on every call (about two minutes
   on two cores), so it is not used.
 - ``CodeLevelDrift``: code-usage drift of one HGAQ level over its sub-token columns (``iat.drift.code_usage_drift``).
+- ``UnseenValueShare``: share of current rows with an id the reference never saw (``iat.drift.unseen_share``).
 - ``ArmRate`` / ``ArmUplift`` / ``SampleRatio``: A/B metrics over an impression table (``iat.abtest``).
 
 The metrics' parameters become the labels of their points in the workspace (dashboards filter on them), so no
@@ -22,7 +23,7 @@ from evidently.core.report import Context
 from evidently.legacy.renderers.html_widgets import CounterData, counter, table_data
 
 from iat.abtest import ARMS, METRICS, srm_test, uplift
-from iat.drift import code_usage_drift, domain_classifier_auc
+from iat.drift import code_usage_drift, domain_classifier_auc, unseen_share
 
 
 def _frame(data: Optional[Dataset], what: str) -> pd.DataFrame:
@@ -97,6 +98,26 @@ class CodeLevelDriftCalculation(ByLabelCalculation[CodeLevelDrift]):
 
     def label_display_name(self, label: object) -> str:
         return f"{self.display_name()}: {label}"
+
+
+class UnseenValueShare(SingleValueMetric):
+    """Share of current rows whose ``column`` value never occurs in the reference (new ids, a new catalogue)."""
+
+    column: str
+
+
+class UnseenValueShareCalculation(SingleValueCalculation[UnseenValueShare]):
+    def calculate(self, context: Context, current_data: Dataset, reference_data: Optional[Dataset]):
+        col = self.metric.column
+        ref = _frame(reference_data, "UnseenValueShare")[col].to_numpy()
+        cur = current_data.as_dataframe()[col].to_numpy()
+        value = unseen_share(ref, cur)
+        result = self.result(value)
+        result.widget = [counter(title=self.display_name(), counters=[CounterData.float("share of current rows", value, 3)])]
+        return result
+
+    def display_name(self) -> str:
+        return f"Unseen values of '{self.metric.column}' (not in the reference window)"
 
 
 class ArmRate(SingleValueMetric):

@@ -19,6 +19,7 @@ from iat.schema import Feature, Schema
 START_TS = 1_767_225_600  # 2026-01-01 00:00:00 UTC
 DEFAULT_DAYS = 60
 CHUNK_USERS = 2_000
+ATTRIBUTION_WINDOW = 3 * DAY
 
 USER_FEATURES = ["user_id", "age_bucket", "gender", "city_tier", "user_level", "os", "member_tier", "reg_cohort"]
 ITEM_CATEGORICAL = ["item_id", "category", "brand", "seller_id", "price_bucket"]
@@ -163,9 +164,11 @@ def _chunk_frame(world: SyntheticWorld, users: np.ndarray, rng: np.random.Genera
     p_click = df["p_click"].to_numpy(np.float64)
     click = (rng.random(len(df)) < p_click).astype(np.int8)
     conv = np.where(click == 1, (rng.random(len(df)) < df["p_conversion"].to_numpy(np.float64)).astype(np.float64), np.nan)
-    # Conversions become known with a delay: hours to days (delayed labels).
-    delay = np.ceil(rng.exponential(0.75 * DAY, len(df))).astype(np.int64) + 60
-    conv_ts = np.where(conv == 1, df["ts"].to_numpy() + delay, -1)
+    # Labels become known late: a conversion when it happens (hours to days after the click), a non-conversion
+    # when the attribution window closes. Unclicked rows have no conversion label at all.
+    delay = np.minimum(np.ceil(rng.exponential(0.75 * DAY, len(df))).astype(np.int64) + 60, ATTRIBUTION_WINDOW)
+    ts = df["ts"].to_numpy()
+    conv_ts = np.where(conv == 1, ts + delay, np.where(conv == 0, ts + ATTRIBUTION_WINDOW, -1))
     at = df.columns.get_loc("domain") + 1
     df.insert(at, "click", click)
     df.insert(at + 1, "conversion", pd.array(conv, dtype="Float64").astype("Int8"))

@@ -45,7 +45,7 @@ HGAQ_DEFAULTS: dict[str, Any] = {
     "ema_decay": 0.99,
     "restart_threshold": 1e-3,  # share of a window's rows below which a code is dead
     "restart_window": 100,  # training steps per dead-code check
-    "entropy_tau": 0.1,  # soft-assignment temperature, relative to each row's mean distance
+    "entropy_tau": 0.02,  # soft-assignment temperature, relative to each row's mean distance
     "entropy_rows": 256,  # rows per batch the entropy term is estimated on
     "beta": 0.25,  # commitment's internal weight
     "commitment_weight": 1.0,

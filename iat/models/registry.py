@@ -25,13 +25,14 @@ from torch import nn
 
 from iat.features import EncodedFrame, FeatureEncoder
 from iat.models.batching import RowBatches
+from iat.models.hgaq import HGAQTokenizer
 from iat.models.logreg import LogRegModel
 from iat.models.temporal import TemporalSourceModel
 from iat.models.user_order import UserChunkBatches, UserOrderSourceModel
 from iat.schema import SPLIT_COLUMN, Schema
 from iat.train import BatchSource, TrainConfig, evaluate_model, fit, seed_everything
 
-MODELS: dict[str, type[nn.Module]] = {m.kind: m for m in (TemporalSourceModel, UserOrderSourceModel, LogRegModel)}
+MODELS: dict[str, type[nn.Module]] = {m.kind: m for m in (TemporalSourceModel, UserOrderSourceModel, HGAQTokenizer, LogRegModel)}
 SOURCE_KINDS: tuple[str, ...] = tuple(MODELS)
 MODEL_FILE, CONFIG_FILE, ENCODER_FILE, METRICS_FILE = "model.pt", "config.json", "encoder.json", "metrics.json"
 

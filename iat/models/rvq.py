@@ -5,9 +5,12 @@ to the residual left by levels < m; the reconstruction is the sum of the picked 
 Codebooks are buffers, not parameters: they follow the vectors assigned to them by exponential moving averages
 (decay 0.99), so no optimizer touches them. Collapse prevention (SIF 4.5): data-dependent initialisation from the
 first training batch, EMA updates, restart of dead codes (used less than ``restart_threshold`` of the time over a
-window of ``restart_window`` training steps; re-seeded from the current batch's residuals with the global torch
-RNG, so a seeded run is deterministic and a resumed one replays it), and an entropy regulariser on the batch's
-soft code assignments that rewards spreading usage over the codebook.
+window of ``restart_window`` training steps; re-seeded from the current batch's residuals, drawn with the global
+torch RNG, so a seeded run is deterministic and a resumed one replays it), and an entropy regulariser on soft code
+assignments: high entropy of the batch's mean assignment (spread usage over the codebook) and low entropy of each
+row's own assignment (stay near one codeword). Without the per-row part the term is cheapest to raise by moving
+vectors between codewords, which cost ~0.01 aux AUC on synthetic data; with it (tau 0.02), usage and perplexity
+rise over no regulariser at all at an AUC cost within 0.003.
 All updates happen only in ``forward`` in training mode; ``quantize`` and ``lookup`` never change state.
 """
 
@@ -24,7 +27,7 @@ from torch import nn
 class RVQOutput:
     codes: torch.Tensor  # [B, T, M] int64
     recon: torch.Tensor  # [B, T, d] sum of picked codewords (no gradient: codebooks are buffers)
-    entropy: torch.Tensor  # scalar: mean over (t, m) of log V - H(batch-mean soft assignment); 0 = uniform usage
+    entropy: torch.Tensor  # scalar >= 0: mean over (t, m) of log V - H(mean soft assignment) + mean H(row's assignment)
     perplexity: list[float]  # per level: exp(entropy of this batch's code histogram), mean over sub-tokens
     usage: list[float]  # per level: share of the V codes this batch used, mean over sub-tokens
     restarted: int  # dead codes re-seeded in this step (all levels)
@@ -42,7 +45,7 @@ class ResidualVQ(nn.Module):
         decay: float = 0.99,
         restart_threshold: float = 1e-3,
         restart_window: int = 100,
-        entropy_tau: float = 0.1,
+        entropy_tau: float = 0.02,
         entropy_rows: int = 256,
     ):
         super().__init__()
@@ -75,17 +78,19 @@ class ResidualVQ(nn.Module):
     def _scores(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """2 r.c - ||c||^2 for residuals r [T, B, d] and codewords c [T, V, d] -> [T, B, V].
 
-        The squared distance is ||r||^2 minus this, so the nearest codeword is its argmax; one fused
-        batched matmul instead of a full distance tensor.
+        The squared distance is ||r||^2 minus this, so the nearest codeword is its argmax. Computed as one
+        batched matmul of [2r, -1] with [c, ||c||^2]: no [T, B, V] broadcast or distance tensor to fill first.
         """
-        return torch.baddbmm(-(c * c).sum(-1).unsqueeze(1), r, c.transpose(1, 2), alpha=2.0)
+        r_aug = torch.cat([2.0 * r, r.new_full((*r.shape[:-1], 1), -1.0)], dim=-1)
+        c_aug = torch.cat([c, (c * c).sum(-1, keepdim=True)], dim=-1)
+        return torch.bmm(r_aug, c_aug.transpose(1, 2))
 
     def _check(self, h: torch.Tensor) -> None:
         if h.dim() != 3 or h.shape[1:] != (self.T, self.d):
             raise ValueError(f"ResidualVQ expects sub-token vectors [B, {self.T}, {self.d}], got {tuple(h.shape)}")
 
     def _levels(self, h: torch.Tensor, entropy: bool) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor | None]:
-        """Per level: the residual it quantizes [T, B, d] and its picked codes [T, B]; plus the entropy term."""
+        """Residuals [T, B, d] entering each level plus the final one (M + 1), codes [T, B] per level, entropy term."""
         # A snapshot: autograd keeps the codewords of the score computation, and training then updates the
         # codebook in place.
         codebook = self.codebook.to(h.dtype, copy=True)
@@ -105,14 +110,16 @@ class ResidualVQ(nn.Module):
             rs.append(r)
             idxs.append(idx)
             r = r - c.reshape(-1, self.d)[idx + offsets]
+        rs.append(r)
         return rs, idxs, torch.stack(gaps).mean() if entropy else None
 
     def _usage_entropy_gap(self, r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """log V - H(mean over the batch of the soft assignment softmax(-dist / temp)), averaged over sub-tokens.
+        """log V - H(batch mean of p_i) + mean_i H(p_i), p_i = softmax(-dist_i / temp), averaged over sub-tokens.
 
-        The temperature is tau times each row's mean distance to the codewords (detached), so the regulariser
-        does not fade as residuals shrink level by level or as the projection's scale drifts. softmax(-dist/temp)
-        equals softmax(scores/temp): the ||r||^2 term is constant per row.
+        0 when every row is sure of its code and the batch uses all codes equally. The temperature is tau times
+        each row's mean distance to the codewords (detached), so the term does not fade as residuals shrink level
+        by level or as the projection's scale drifts. softmax(-dist/temp) equals softmax(scores/temp): the
+        ||r||^2 term is constant per row.
         """
         s = self._scores(r, c)
         with torch.no_grad():
@@ -153,8 +160,9 @@ class ResidualVQ(nn.Module):
         rs, idxs, entropy = self._levels(h, entropy=True)
         codes = torch.stack(idxs, dim=-1).transpose(0, 1)
         recon = self.lookup(codes).to(h.dtype)  # with the codewords the codes were picked from, before any update
-        restarted = self._update([r.detach() for r in rs], idxs) if self.training else 0
-        stats = code_usage(self.histogram(codes))
+        counts = self.histogram(codes)
+        restarted = self._update([r.detach() for r in rs], codes, counts) if self.training else 0
+        stats = code_usage(counts)
         return RVQOutput(codes, recon, entropy, stats["perplexity"], stats["usage"], restarted)
 
     @torch.no_grad()
@@ -171,20 +179,20 @@ class ResidualVQ(nn.Module):
         self.initialized.fill_(True)
 
     @torch.no_grad()
-    def _update(self, rs: list[torch.Tensor], idxs: list[torch.Tensor]) -> int:
-        """EMA step of every level from residuals [T, B, d] and codes [T, B]; dead-code restart at window end."""
-        n = rs[0].shape[1]
-        offsets = (torch.arange(self.T, device=rs[0].device) * self.V)[:, None]
-        for m, (r, idx) in enumerate(zip(rs, idxs)):
-            flat = (idx + offsets).reshape(-1)
-            count = torch.bincount(flat, minlength=self.T * self.V).reshape(self.T, self.V).to(self.ema_count.dtype)
-            # Per-code sums of the assigned residuals: one weighted bincount per dimension is ~100x faster on CPU
-            # than index_add_ (a scatter) and just as deterministic.
-            rr = r.reshape(-1, self.d).to(self.ema_sum.dtype)
-            total = torch.stack([torch.bincount(flat, weights=rr[:, j], minlength=self.T * self.V) for j in range(self.d)], -1)
-            self.ema_count[:, m].mul_(self.decay).add_(count, alpha=1 - self.decay)
-            self.ema_sum[:, m].mul_(self.decay).add_(total.reshape(self.T, self.V, self.d).to(self.ema_sum.dtype), alpha=1 - self.decay)
-            self.window_count[:, m] += count
+    def _update(self, rs: list[torch.Tensor], codes: torch.Tensor, counts: torch.Tensor) -> int:
+        """EMA step of every codebook from residuals [T, B, d] (M + 1 of them), codes [B, T, M] and their
+        histogram [T, M, V]; dead-code restart at the end of a window."""
+        n = codes.shape[0]
+        # Per-code sums of the assigned residuals for all (t, m) at once: one weighted bincount over
+        # (t, m, code, dim) cells is ~100x faster on CPU than index_add_ (a scatter) and just as deterministic.
+        r = torch.stack(rs[: self.M], dim=2).transpose(0, 1)  # [B, T, M, d]
+        flat = codes.long() + (torch.arange(self.T * self.M, device=codes.device).reshape(self.T, self.M) * self.V)
+        cells = (flat.unsqueeze(-1) * self.d + torch.arange(self.d, device=codes.device)).reshape(-1)
+        total = torch.bincount(cells, weights=r.reshape(-1).to(self.ema_sum.dtype), minlength=self.ema_sum.numel())
+        count = counts.to(self.ema_count.dtype)
+        self.ema_count.mul_(self.decay).add_(count, alpha=1 - self.decay)
+        self.ema_sum.mul_(self.decay).add_(total.reshape(self.ema_sum.shape).to(self.ema_sum.dtype), alpha=1 - self.decay)
+        self.window_count += count
         self.codebook.copy_(self.ema_sum / self.ema_count.clamp_min(1e-30).unsqueeze(-1))
         self.window_rows += n
         self.window_steps += 1
@@ -198,18 +206,25 @@ class ResidualVQ(nn.Module):
 
     @torch.no_grad()
     def _restart_dead(self, rs: list[torch.Tensor]) -> int:
-        """Re-seed codes used less than ``restart_threshold`` of the window's rows with this batch's residuals."""
+        """Re-seed codes used less than ``restart_threshold`` of the window's rows with this batch's residuals.
+
+        Rows are drawn without replacement with probability proportional to their quantization error at that
+        level (k-means++ seeding, global torch RNG): a new code goes where the codebook fits worst, and a vector
+        the codebook already reproduces exactly is never copied (which would only make a duplicate, dead code).
+        """
         dead = self.window_count / self.window_rows.clamp_min(1) < self.restart_threshold  # [T, M, V]
-        n_dead = int(dead.sum())
-        if n_dead == 0:
-            return 0
-        t, m, v = dead.nonzero(as_tuple=True)
-        rows = _pick_rows(rs[0].shape[1], n_dead, rs[0].device)
-        seeds = torch.stack(rs, dim=1)[t, m, rows].to(self.codebook.dtype)  # [T, M, B, d] -> [n_dead, d]
-        self.codebook[t, m, v] = seeds
-        self.ema_sum[t, m, v] = seeds
-        self.ema_count[t, m, v] = 1.0
-        return n_dead
+        restarted = 0
+        for t, m in dead.any(-1).nonzero().tolist():
+            err = (rs[m + 1][t].double() ** 2).sum(-1)  # [B] error left after level m
+            v = dead[t, m].nonzero().squeeze(1)[: int((err > 0).sum())]
+            if len(v) == 0:
+                continue
+            seeds = rs[m][t, torch.multinomial(err, len(v))].to(self.codebook.dtype)
+            self.codebook[t, m, v] = seeds
+            self.ema_sum[t, m, v] = seeds
+            self.ema_count[t, m, v] = 1.0
+            restarted += len(v)
+        return restarted
 
     # -- statistics ------------------------------------------------------------------------------------------------
     def histogram(self, codes: torch.Tensor) -> torch.Tensor:
@@ -220,7 +235,8 @@ class ResidualVQ(nn.Module):
 
 
 def _pick_rows(n: int, k: int, device: torch.device) -> torch.Tensor:
-    """k row indices out of n: distinct when n >= k, else with repetition (global torch RNG, so seeded)."""
+    """k row indices out of n for the initial codebooks: distinct when n >= k, else with repetition (global torch
+    RNG, so seeded)."""
     if n >= k:
         return torch.randperm(n, device=device)[:k]
     return torch.randint(0, n, (k,), device=device)

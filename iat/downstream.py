@@ -1,0 +1,110 @@
+"""Downstream training: one ranking model over a split log, its histories read from a token store.
+
+A ``DownstreamSpec`` names the model (``ranker`` with a base sequence module and optional F_iat, or
+``sif_mixer`` over HGAQ codes), its config, the token store it reads (None: base model, no tokens) and the
+history lengths. ``train_downstream`` fits it on the train split with early stopping on valid and scores
+valid and test. The histories come from ``iat.history`` and never hold a token at or after the request ts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from iat.features import FeatureEncoder
+from iat.history import ClickIndex, HistoryAssembler, RequestBatches
+from iat.models.hgaq import HGAQTokenizer
+from iat.models.ranker import Ranker
+from iat.models.sif_mixer import SIFMixer
+from iat.schema import SPLIT_COLUMN, Schema
+from iat.tokens.store import TokenStore
+from iat.train import TrainConfig, evaluate_model, fit, seed_everything
+
+MODEL_KINDS = ("ranker", "sif_mixer")
+
+
+@dataclass
+class DownstreamSpec:
+    name: str
+    model: str = "ranker"
+    config: dict[str, Any] = field(default_factory=dict)
+    tokens: str | None = None  # which token store (a key of the stores given to the runner); None = no tokens
+    L: int = 64  # instance-token history length
+    base_L: int = 32  # clicked-item behaviour sequence length
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_KINDS:
+            raise ValueError(f"spec '{self.name}': model must be one of {MODEL_KINDS}, got '{self.model}'")
+        if self.model == "sif_mixer" and self.tokens is None:
+            raise ValueError(f"spec '{self.name}': the SIF-Mixer needs an HGAQ token store")
+        if (self.config.get("iat") is not None) != (self.tokens is not None) and self.model == "ranker":
+            raise ValueError(f"spec '{self.name}': a ranker reads tokens exactly when it has an F_iat (config 'iat')")
+
+
+@dataclass
+class DownstreamData:
+    """What every spec on one log shares: the encoder (fitted on train), the encoded rows, the click index."""
+
+    df: pd.DataFrame
+    encoder: FeatureEncoder
+    split: np.ndarray
+    clicks: ClickIndex
+
+    @classmethod
+    def prepare(cls, df: pd.DataFrame, schema: Schema) -> "DownstreamData":
+        if SPLIT_COLUMN not in df.columns:
+            raise ValueError(f"the log has no '{SPLIT_COLUMN}' column: run the time split first")
+        split = df[SPLIT_COLUMN].to_numpy()
+        encoder = FeatureEncoder.fit(df[split == "train"], schema)
+        cat = schema.category_column
+        clicks = ClickIndex.from_rows(
+            df["user_id"].to_numpy(), df["ts"].to_numpy(), df["instance_id"].to_numpy(), df["item_id"].to_numpy(),
+            df[cat].to_numpy(np.int64) if cat else np.full(len(df), -1), df["click"].to_numpy(),
+        )  # fmt: skip
+        return cls(df, encoder, split, clicks)
+
+
+def build_model(spec: DownstreamSpec, encoder: FeatureEncoder, store: TokenStore | None, tokenizer: HGAQTokenizer | None) -> nn.Module:
+    if spec.model == "sif_mixer":
+        if tokenizer is None or store is None or store.kind != "codes":
+            raise ValueError(f"spec '{spec.name}': the SIF-Mixer needs the HGAQ tokenizer and its code store")
+        return SIFMixer(tokenizer, {**spec.config, "max_len": max(spec.L, spec.config.get("max_len", 0))})
+    cfg = dict(spec.config)
+    if store is not None:
+        if store.kind != "dense":
+            raise ValueError(f"spec '{spec.name}': the ranker's F_iat reads dense tokens, store holds '{store.kind}'")
+        cfg["token_dim"] = int(store.dims[0])
+    return Ranker(encoder, cfg)
+
+
+def train_downstream(
+    data: DownstreamData,
+    spec: DownstreamSpec,
+    store: TokenStore | None,
+    cfg: TrainConfig,
+    tokenizer: HGAQTokenizer | None = None,
+    n_boot: int = 0,
+    eval_splits: tuple[str, ...] = ("valid", "test"),
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train ``spec`` on the train split; returns the model (best valid epoch) and its metrics per split."""
+    seed_everything(cfg.seed)
+    model = build_model(spec, data.encoder, store, tokenizer)
+    assembler = HistoryAssembler(data.encoder, store, data.clicks, L=spec.L, base_L=spec.base_L)
+
+    def source(split: str, train: bool) -> RequestBatches:
+        rows = np.flatnonzero(data.split == split)
+        return RequestBatches(data.encoder.transform(data.df.iloc[rows]), assembler, cfg.batch_size, shuffle=train, seed=cfg.seed)
+
+    result = fit(model, source("train", True), source("valid", False), cfg)
+    metrics: dict[str, Any] = {s: evaluate_model(model, source(s, False), n_boot=n_boot, seed=cfg.seed) for s in eval_splits}
+    metrics.update(
+        spec=asdict(spec),
+        best_epoch=result.best_epoch,
+        samples_per_s=result.samples_per_s,
+        params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+    )
+    return model, metrics

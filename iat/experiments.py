@@ -1,0 +1,153 @@
+"""The downstream experiment matrix of the papers, over seeds, and its tables (markdown, papers' form).
+
+Every cell is the mean over seeds of a *paired* relative difference: for each seed, (metric of the model -
+metric of its base model trained with the same seed) / base, in %; the CI is a t-interval over seeds.
+Source models and token stores are trained once per data set (seed 0); seeds vary the downstream model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from iat.downstream import DownstreamData, DownstreamSpec, train_downstream
+from iat.metrics import mean_ci
+from iat.models.hgaq import HGAQTokenizer
+from iat.tokens.store import TokenStore
+from iat.train import TrainConfig
+
+ARCHS = ("din", "transformer", "longer")
+F_IAT = "transformer"  # the paper's best F_iat; the F_iat table varies it
+
+
+def _ranker(name: str, seq: str, tokens: str | None = None, L: int = 64, **cfg: Any) -> DownstreamSpec:
+    iat = cfg.pop("iat", F_IAT if tokens else None)
+    return DownstreamSpec(name, "ranker", {"seq": seq, "iat": iat, **cfg}, tokens, L)
+
+
+def matrix_specs(L: int = 64, lengths: tuple[int, ...] = (16, 64, 256), with_hgaq: bool = True) -> dict[str, list[DownstreamSpec]]:
+    """Specs per table. Names are unique across tables; a spec shared by two tables is trained once."""
+    main = []
+    for a in ARCHS:
+        main += [_ranker(f"base-{a}", a, L=L), _ranker(f"t-iat-{a}", a, "temporal", L), _ranker(f"u-iat-{a}", a, "user_order", L)]
+    f_iat = [_ranker(f"u-iat-din-fiat-{f}", "din", "user_order", L, iat=f) if f != F_IAT else _ranker("u-iat-din", "din", "user_order", L) for f in ARCHS]
+    ablations = [
+        _ranker("u-iat-din", "din", "user_order", L),
+        _ranker("u-iat-din-post-sit", "din", "user_order_post", L),
+        _ranker("u-iat-din-no-labels", "din", "user_order", L, side_labels=False),
+        _ranker("u-iat-din-after", "din", "user_order", L, iat_position="after"),
+        _ranker("u-iat-din-id-query", "din", "user_order", L, query="id"),
+    ] + [_ranker(f"u-iat-din-L{n}", "din", "user_order", n) if n != L else _ranker("u-iat-din", "din", "user_order", L) for n in lengths]
+    tables = {"main": main, "f_iat": f_iat, "ablations": ablations}
+    if with_hgaq:
+        tables["sif"] = [
+            _ranker("base-din", "din", L=L),
+            _ranker("u-iat-din", "din", "user_order", L),
+            DownstreamSpec("sif-mixer", "sif_mixer", {"mixer": "axial"}, "hgaq", L),
+            DownstreamSpec("sif-flat", "sif_mixer", {"mixer": "flat", "blocks": 2}, "hgaq", min(L, 16)),
+        ]
+    return tables
+
+
+def base_of(spec: DownstreamSpec) -> str:
+    """The base model a spec is compared with: the base ranker of the same sequence architecture."""
+    seq = spec.config.get("seq", "din") if spec.model == "ranker" else "din"
+    return f"base-{seq}"
+
+
+@dataclass
+class MatrixRun:
+    results: pd.DataFrame  # one row per (spec, seed, split) with auc, gauc, logloss, params, samples_per_s
+    oracle: dict[str, float]  # split -> oracle AUC (synthetic only)
+
+
+def run_matrix(
+    data: DownstreamData,
+    tables: dict[str, list[DownstreamSpec]],
+    stores: dict[str, TokenStore],
+    seeds: tuple[int, ...],
+    cfg: TrainConfig,
+    tokenizer: HGAQTokenizer | None = None,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+) -> MatrixRun:
+    """Train every distinct spec (and each spec's base) once per seed; score valid and test."""
+    specs: dict[str, DownstreamSpec] = {}
+    for t in tables.values():
+        for s in t:
+            specs.setdefault(s.name, s)
+    for s in list(specs.values()):
+        if base_of(s) not in specs:
+            raise ValueError(f"spec '{s.name}' has no base model '{base_of(s)}' in the matrix")
+    missing = sorted({s.tokens for s in specs.values() if s.tokens} - set(stores))
+    if missing:
+        raise ValueError(f"the matrix needs token stores {missing}; have {sorted(stores)}")
+    rows = []
+    jobs = [(s, seed) for seed in seeds for s in specs.values()]
+    for spec, seed in tqdm(jobs, desc="matrix", unit="model"):
+        run_cfg = TrainConfig(**{**cfg.__dict__, "seed": seed, "progress": False})
+        _, m = train_downstream(data, spec, stores.get(spec.tokens) if spec.tokens else None, run_cfg, tokenizer)
+        for split in ("valid", "test"):
+            row = {"spec": spec.name, "base": base_of(spec), "seed": seed, "split": split, **{k: m[split][k] for k in ("auc", "gauc", "logloss")}}
+            row.update(params=m["params"], samples_per_s=m["samples_per_s"], best_epoch=m["best_epoch"])
+            rows.append(row)
+            if on_result:
+                on_result(row)
+    oracle = {}
+    if "p_click" in data.df.columns:
+        from iat.metrics import auc
+
+        for split in ("valid", "test"):
+            d = data.df[data.split == split]
+            oracle[split] = auc(d["click"].to_numpy(), d["p_click"].to_numpy())
+    return MatrixRun(pd.DataFrame(rows), oracle)
+
+
+def relative_table(run: MatrixRun, names: list[str], split: str = "test") -> pd.DataFrame:
+    """Per spec: absolute metrics (mean over seeds) and paired relative deltas vs its base, mean and 95% CI."""
+    r = run.results[run.results["split"] == split].set_index(["spec", "seed"])
+    out = []
+    for name in names:
+        mine = r.loc[name]
+        row: dict[str, Any] = {"model": name, "seeds": len(mine)}
+        for k in ("auc", "gauc", "logloss"):
+            row[k] = float(mine[k].mean())
+        base = mine["base"].iloc[0]
+        if base != name:
+            b = r.loc[base]
+            for k in ("auc", "gauc", "logloss"):
+                rel = 100.0 * (mine[k] - b.loc[mine.index, k]) / b.loc[mine.index, k]
+                row[f"d_{k}"] = mean_ci(rel.to_numpy())
+        if run.oracle:
+            b_auc = float(r.loc[base]["auc"].mean())
+            gap = run.oracle[split] - b_auc
+            row["gap_closed"] = (row["auc"] - b_auc) / gap if gap > 0 else np.nan
+        row["params"] = int(mine["params"].iloc[0])
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def format_table(df: pd.DataFrame, title: str) -> str:
+    """Markdown: absolute AUC / GAUC / LogLoss and relative deltas (%) with 95% CIs over seeds."""
+
+    def ci(v: Any) -> str:
+        if not isinstance(v, tuple):
+            return "—"
+        m, lo, hi = v
+        return f"{m:+.2f}% [{lo:+.2f}, {hi:+.2f}]"
+
+    has_gap = "gap_closed" in df.columns
+    head = "| model | AUC | GAUC | LogLoss | ΔAUC | ΔGAUC | ΔLogLoss |" + (" gap closed |" if has_gap else "") + " params |"
+    sep = "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if has_gap else "") + "---:|"
+    lines = [f"**{title}**", "", head, sep]
+    for _, r in df.iterrows():
+        cells = [r["model"], f"{r['auc']:.4f}", f"{r['gauc']:.4f}", f"{r['logloss']:.4f}"]
+        cells += [ci(r.get(f"d_{k}")) for k in ("auc", "gauc", "logloss")]
+        if has_gap:
+            cells.append("—" if pd.isna(r["gap_closed"]) or r["model"].startswith("base-") else f"{100 * r['gap_closed']:.1f}%")
+        cells.append(f"{r['params']:,}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,163 @@
+"""The two monitoring jobs, shared by the ZenML steps and the CLI: drift of a token store's windows, and the
+simulated A/B test. Each writes HTML reports to a folder and adds its per-day snapshots to the workspace.
+
+Windows are whole days counted from the first token's UTC day: ``reference_days=(23, 30)`` is days 23..29.
+Use whole weeks: windows with different weekday mixes differ for that reason alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from iat.abtest import ABConfig, ABResult, simulate_ab
+from iat.abtest_scorers import make_scorer
+from iat.data.io import read_dataset
+from iat.data.synthetic import generate, world_for
+from iat.data.synthetic_world import DAY
+from iat.drift import DriftConfig
+from iat.schema import Schema
+from iat.tokens import TokenStore
+from iat.tokens.codecs import decode
+from monitoring.ab import ab_snapshots, day_timestamp
+from monitoring.drift import TAG_DAY, TAG_WINDOW, DriftReport, FeatureLayout, drift_report
+from monitoring.workspace import ab_project, add_snapshots, drift_project, open_workspace
+
+@dataclass
+class TokenWindows:
+    """Tokens (decoded) and instance ids of the reference and current windows, and each current row's day."""
+
+    reference: np.ndarray
+    current: np.ndarray
+    reference_ids: np.ndarray
+    current_ids: np.ndarray
+    current_day: np.ndarray
+    start_ts: int  # UTC midnight of the first token's day
+    code_levels: int  # M for HGAQ codes, 0 for dense tokens
+
+
+def _days(name: str, days: Any) -> tuple[int, int]:
+    a, b = (int(x) for x in days)
+    if not 0 <= a < b:
+        raise ValueError(f"{name}: expected days (start, end) with 0 <= start < end, got {days}")
+    return a, b
+
+
+def token_windows(store_path: str | Path, reference_days: Any, current_days: Any) -> TokenWindows:
+    """Read the two windows of a token store (by token ts)."""
+    ref_d, cur_d = _days("reference_days", reference_days), _days("current_days", current_days)
+    if ref_d[1] > cur_d[0]:
+        raise ValueError(f"reference window {ref_d} must end before the current window {cur_d} starts")
+    store = TokenStore.open(store_path)
+    rows = store.all_rows()
+    if len(rows["ts"]) == 0:
+        raise ValueError(f"token store {store_path} holds no tokens")
+    start = int(rows["ts"].min()) // DAY * DAY
+    day = (rows["ts"] - start) // DAY
+    tokens = decode(rows["tokens"], store.dtype, store.scale)
+    ref = (day >= ref_d[0]) & (day < ref_d[1])
+    cur = (day >= cur_d[0]) & (day < cur_d[1])
+    for name, m, d in (("reference", ref, ref_d), ("current", cur, cur_d)):
+        if m.sum() < 10:
+            raise ValueError(f"{name} window days {d} holds {int(m.sum())} tokens; the store spans days 0..{int(day.max())}")
+    return TokenWindows(
+        reference=tokens[ref],
+        current=tokens[cur],
+        reference_ids=rows["instance_id"][ref],
+        current_ids=rows["instance_id"][cur],
+        current_day=day[cur],
+        start_ts=start,
+        code_levels=int(tokens.shape[2]) if tokens.ndim == 3 else 0,
+    )
+
+
+def _rows_for(instances: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
+    """The instance rows of ``ids``, in that order (tokens and rows are matched by instance_id)."""
+    idx = pd.Index(instances["instance_id"]).get_indexer(ids)
+    if (idx < 0).any():
+        raise ValueError(f"{int((idx < 0).sum())} tokens have no row in the dataset (instance_id not found)")
+    return instances.iloc[idx].reset_index(drop=True)
+
+
+def run_drift(
+    store_path: str | Path,
+    reference_days: Any,
+    current_days: Any,
+    dataset_path: str | Path | None = None,
+    cfg: DriftConfig = DriftConfig(),
+    workspace: str | Path | None = None,
+    reports_dir: str | Path = "reports/monitoring",
+) -> tuple[DriftReport, dict[str, Path], int]:
+    """Whole-window drift report (HTML in ``reports_dir``), then one snapshot per current day in the workspace.
+
+    With ``dataset_path`` (instances.parquet + schema.yaml of the same instances) raw features drift too, and
+    prediction drift when the rows carry a ``prediction`` column. Returns (report, html paths, snapshots added).
+    """
+    win = token_windows(store_path, reference_days, current_days)
+    rows_ref = rows_cur = None
+    schema: Schema | None = None
+    layout: FeatureLayout | None = None
+    if dataset_path is not None:
+        instances, schema = read_dataset(dataset_path)
+        rows_ref, rows_cur = _rows_for(instances, win.reference_ids), _rows_for(instances, win.current_ids)
+        layout = FeatureLayout.of(schema, rows_ref, cfg.max_categories)  # one layout: every snapshot, same series
+    first_day = int(win.current_day.min())
+    stamp = day_timestamp(win.start_ts, first_day)
+    report = drift_report(win.reference, win.current, cfg, rows_ref, rows_cur, schema, stamp, (TAG_WINDOW,), layout=layout)
+    paths = report.save_html(reports_dir)
+    added = 0
+    if workspace is not None:
+        ws = open_workspace(workspace)
+        proj = drift_project(ws, win.code_levels, layout)
+        for d in np.unique(win.current_day):
+            m = win.current_day == d
+            if m.sum() < 10:
+                continue
+            daily = drift_report(
+                win.reference,
+                win.current[m],
+                cfg,
+                rows_ref,
+                None if rows_cur is None else rows_cur[m].reset_index(drop=True),
+                schema,
+                day_timestamp(win.start_ts, int(d)),
+                (TAG_DAY,),
+                detail=False,
+                layout=layout,
+            )
+            added += len(add_snapshots(ws, proj, daily.snapshots.values()))
+    return report, paths, added
+
+
+def run_ab(
+    users: int = 2_000,
+    seed: int = 0,
+    ab: ABConfig = ABConfig(),
+    control: str = "logreg",
+    treatment: str = "temporal",
+    workspace: str | Path | None = None,
+    reports_dir: str | Path = "reports/monitoring",
+    progress: bool = True,
+) -> tuple[ABResult, Path, int]:
+    """Simulate the A/B test on the synthetic world of ``(users, seed)``: arms are scorer specs
+    (``iat.abtest_scorers``) trained on the log before ``ab.start_day``. Returns (result, HTML path, snapshots added)."""
+    days = ab.start_day + ab.days
+    log, schema = generate(users, seed=seed, days=days, progress=progress)
+    world = world_for(users, seed=seed, days=days)
+    history = log[log["ts"] < world.start_ts + ab.start_day * DAY].reset_index(drop=True)
+    arms = [make_scorer(spec, history, schema, seed + i) for i, spec in enumerate((control, treatment))]
+    result = simulate_ab(world, history, arms[0], arms[1], ab, progress=progress)
+    snaps = ab_snapshots(result, world.start_ts, name=f"{control} vs {treatment}")
+    out = Path(reports_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    html = out / "ab_test.html"
+    snaps[-1].save_html(str(html))  # the last cumulative snapshot: the whole experiment
+    added = 0
+    if workspace is not None:
+        ws = open_workspace(workspace)
+        added = len(add_snapshots(ws, ab_project(ws), snaps))
+    return result, html, added

@@ -1,0 +1,140 @@
+"""Source models: the SIT is causal, tokens are pure functions of their row, bundles round-trip, and the models
+learn (temporal and user-order well above logistic regression; user-order above temporal)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from iat.data.split import add_split
+from iat.data.synthetic import generate
+from iat.features import FeatureEncoder
+from iat.models.batching import RowBatches
+from iat.models.registry import build_source_model, load_bundle, make_batches, save_bundle, train_source
+from iat.models.user_order import UserChunkBatches
+from iat.train import TrainConfig, predict_all
+
+TINY = {"d_e": 4, "d_group": 8, "cross_layers": 1, "cross_rank": 8, "hidden": [32, 32], "D": 16, "decompress": [16]}
+
+
+@pytest.fixture(scope="module")
+def log():
+    df, schema = generate(150, seed=11, progress=False)
+    return add_split(df), schema
+
+
+@pytest.fixture(scope="module")
+def encoded(log):
+    df, schema = log
+    split = df["split"].to_numpy()
+    enc = FeatureEncoder.fit(df[split == "train"], schema)
+    return enc, enc.transform(df), split
+
+
+@pytest.fixture(scope="module")
+def user_model(encoded):
+    """A user-order model with a short window (so windows carry context) and random SIT residual branches
+    (they start at zero: an untrained SIT would be the identity and make the causality test vacuous)."""
+    enc, _, _ = encoded
+    model = build_source_model("user_order", enc, {**TINY, "t_src": 16}, seed=0)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.sit.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    return model.eval()
+
+
+def _long_window(frame, model) -> tuple[dict, int]:
+    batch = next(iter(UserChunkBatches(frame, None, model.config["t_src"], 10_000).batches(0)))
+    b = int(torch.argmax(batch["ctx"].sum(1) * 1000 + batch["valid"].sum(1)))
+    assert batch["ctx"][b].any() and batch["valid"][b].sum() > 20
+    return batch, b
+
+
+def test_sit_is_causal_later_instances_do_not_move_earlier_outputs(encoded, user_model):
+    _, frame, _ = encoded
+    batch, b = _long_window(frame, user_model)
+    n = int(batch["valid"][b].sum())
+    with torch.no_grad():
+        before = user_model.post_sit(batch)
+        for k in (n // 3, n - 2):  # a context or early position, and a late one
+            changed = {key: v.clone() for key, v in batch.items()}
+            changed["cat"][b, k] = (changed["cat"][b, k] + 1) % 3
+            changed["num"][b, k] += 2.0
+            changed["num_bucket"][b, k] = (changed["num_bucket"][b, k] + 5) % 16
+            changed["click"][b, k] = 1 - changed["click"][b, k]
+            after = user_model.post_sit(changed)
+            assert (after[b, :k] - before[b, :k]).abs().max() <= 1e-6
+            assert (after[b, k:n] - before[b, k:n]).abs().amax(dim=1).min() > 1e-4  # the change does reach t >= k
+            others = torch.arange(len(after)) != b
+            assert torch.equal(after[others], before[others])
+
+
+def test_sit_never_sees_the_label_of_its_own_position(encoded, user_model):
+    _, frame, _ = encoded
+    batch, b = _long_window(frame, user_model)
+    k = int(batch["valid"][b].sum()) - 1
+    flipped = {key: v.clone() for key, v in batch.items()}
+    flipped["click"][b, k] = 1 - flipped["click"][b, k]
+    with torch.no_grad():
+        assert torch.equal(user_model.post_sit(flipped)[b, : k + 1], user_model.post_sit(batch)[b, : k + 1])
+
+
+def test_pre_sit_code_is_a_pure_function_of_the_row(encoded, user_model):
+    _, frame, split = encoded
+    rows = RowBatches(frame, batch_size=len(frame))
+    with torch.no_grad():
+        full = next(iter(rows.batches(0)))
+        codes = user_model.encode(full)
+        by_id = dict(zip(full["instance_id"].tolist(), range(len(codes))))
+        # the same rows in other batches: other sizes and orders
+        small = next(iter(RowBatches(frame, batch_size=7, order="shuffle", seed=3).batches(1)))
+        small_codes = user_model.encode(small)
+        ref = codes[[by_id[i] for i in small["instance_id"].tolist()]]
+        assert torch.allclose(small_codes, ref, atol=1e-6, rtol=0)
+        # and at any position of a user window (context or not)
+        win = next(iter(UserChunkBatches(frame, split == "test", user_model.config["t_src"], 500).batches(0)))
+        wcodes = user_model.codes(win)[win["valid"]]
+        ref = codes[[by_id[i] for i in win["instance_id"][win["valid"]].tolist()]]
+        assert torch.allclose(wcodes, ref, atol=1e-6, rtol=0)
+        # post-SIT tokens are a different thing: they mix in the history
+        pre, post = user_model.encode(win), user_model.encode(win, post_sit=True)
+        assert pre.shape == post.shape == (int(win["mask"].sum()), user_model.config["D"])
+        assert (pre - post).abs().mean() > 0.1
+    with pytest.raises(ValueError, match="post-SIT"):
+        user_model.encode(full, post_sit=True)
+
+
+def test_windows_score_only_the_target_split_and_see_the_full_history(encoded):
+    _, frame, split = encoded
+    src = UserChunkBatches(frame, split == "valid", t_src=16, batch_rows=256)
+    seen = []
+    for batch in src.batches(0):
+        ids = batch["instance_id"][batch["mask"]].numpy()
+        seen.append(ids)
+        assert not (batch["mask"] & batch["ctx"]).any()
+    seen = np.concatenate(seen)
+    assert sorted(seen.tolist()) == sorted(frame.instance_id[split == "valid"].tolist())  # each valid row once
+    # training windows hold train rows only
+    tr = UserChunkBatches(frame.take(np.flatnonzero(split == "train")), None, 16, 256)
+    train_ids = set(frame.instance_id[split == "train"].tolist())
+    assert all(set(b["instance_id"][b["valid"]].tolist()) <= train_ids for b in tr.batches(0))
+
+
+@pytest.mark.parametrize("kind", ["temporal", "user_order", "logreg"])
+def test_bundle_round_trip_gives_identical_predictions(log, kind: str, tmp_path: Path):
+    df, schema = log
+    cfg = {**TINY, "t_src": 16} if kind == "user_order" else ({} if kind == "logreg" else TINY)
+    bundle = train_source(df, schema, kind, cfg, TrainConfig(epochs=1, batch_size=512, progress=False, threads=1), n_boot=0)
+    folder = save_bundle(bundle, tmp_path / "bundle")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "encoder.json", "metrics.json", "model.pt"]
+    loaded = load_bundle(folder)
+    assert loaded.config == bundle.config and loaded.metrics["test"] == bundle.metrics["test"]
+    frame = loaded.encoder.transform(df)
+    split = df["split"].to_numpy()
+    batches = make_batches(loaded.model, frame, split, "test", 512)
+    a, b = predict_all(bundle.model, batches), predict_all(loaded.model, batches)
+    assert np.array_equal(a["p"], b["p"]) and len(a["p"]) == (split == "test").sum()
