@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/iat run data --config configs/demo.yaml
+	$(BIN)/iat demo --config configs/demo.yaml
 
 test: setup
 	$(BIN)/python -m pytest -m "not slow" -q

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from iat.data.synthetic import CROSS_NUMERIC, _add_cross_features, _sample_rows, feature_frame
+from iat.data.synthetic import CROSS_NUMERIC, add_cross_features, sample_rows, feature_frame
 from iat.data.synthetic_world import DAY, SyntheticWorld
 from iat.schema import ORACLE_COLUMNS
 
@@ -233,7 +233,7 @@ def analyse(impressions: pd.DataFrame, cfg: ABConfig) -> tuple[pd.DataFrame, pd.
 def _candidates(world: SyntheticWorld, req: dict[str, np.ndarray], day: int, k: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """``k`` candidate items per request, sharing the request's user and context, scored at position 1."""
     n = len(req["user"])
-    cand = _sample_rows(world, np.repeat(req["user"], k), np.ones(n * k, np.int64), (day, day + 1), rng)
+    cand = sample_rows(world, np.repeat(req["user"], k), np.ones(n * k, np.int64), (day, day + 1), rng)
     for key in _CONTEXT_KEYS:
         cand[key] = np.repeat(req[key], k)
     cand["position"] = np.ones(n * k, np.int64)
@@ -252,7 +252,7 @@ def _with_cross_features(frame: pd.DataFrame, request: np.ndarray, log: pd.DataF
     hist = log.merge(req_user, on="user_id")
     hist = hist.assign(user_id=hist.pop("request"), _row=-1)
     cand = frame[keys].assign(user_id=request, click=np.int8(0), _row=np.arange(len(frame)))
-    both = _add_cross_features(pd.concat([hist, cand], ignore_index=True))
+    both = add_cross_features(pd.concat([hist, cand], ignore_index=True))
     both = both[both["_row"] >= 0].sort_values("_row")
     out = frame.copy()
     out[CROSS_NUMERIC] = both[CROSS_NUMERIC].to_numpy(np.float32)
@@ -310,7 +310,7 @@ def simulate_ab(
     bar = tqdm(total=cfg.days * cfg.rounds_per_day, desc="A/B simulation", unit="round", disable=not progress)
     for day in range(cfg.start_day, cfg.start_day + cfg.days):
         users = rng.choice(world.n_users, cfg.requests_per_day, p=activity)
-        req = _sample_rows(world, users, np.ones(len(users), np.int64), (day, day + 1), rng)
+        req = sample_rows(world, users, np.ones(len(users), np.int64), (day, day + 1), rng)
         block = req["hour"] * cfg.rounds_per_day // 24
         for b in range(cfg.rounds_per_day):
             sel = np.flatnonzero(block == b)

@@ -8,16 +8,20 @@ valid and test. The histories come from ``iat.history`` and never hold a token a
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from torch import nn
 
 from iat.features import FeatureEncoder
 from iat.history import ClickIndex, HistoryAssembler, RequestBatches
 from iat.models.hgaq import HGAQTokenizer
+from iat.models.registry import CONFIG_FILE, ENCODER_FILE, METRICS_FILE, MODEL_FILE, config_hash, save_bundle, weights_hash
 from iat.models.ranker import Ranker
 from iat.models.sif_mixer import SIFMixer
 from iat.schema import SPLIT_COLUMN, Schema
@@ -25,6 +29,7 @@ from iat.tokens.store import TokenStore
 from iat.train import TrainConfig, evaluate_model, fit, seed_everything
 
 MODEL_KINDS = ("ranker", "sif_mixer")
+RANKER_FILES = (MODEL_FILE, CONFIG_FILE, ENCODER_FILE)
 
 
 @dataclass
@@ -81,6 +86,42 @@ def build_model(spec: DownstreamSpec, encoder: FeatureEncoder, store: TokenStore
     return Ranker(encoder, cfg)
 
 
+@dataclass
+class RankerBundle:
+    """A trained downstream model with what serving needs to rebuild and feed it (same folder layout as a
+    source bundle: model.pt, config.json, encoder.json, metrics.json)."""
+
+    model: nn.Module
+    encoder: FeatureEncoder
+    config: dict[str, Any]  # kind, spec, model (full model config), tokenizer (SIF only), token_source, train, config_hash, version
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> DownstreamSpec:
+        return DownstreamSpec(**self.config["spec"])
+
+
+def save_ranker(bundle: RankerBundle, folder: str | Path) -> Path:
+    return save_bundle(bundle, folder)  # type: ignore[arg-type]  # same four files, written atomically
+
+
+def load_ranker(folder: str | Path) -> RankerBundle:
+    d = Path(folder)
+    missing = [f for f in RANKER_FILES if not (d / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{d} is not a ranker bundle: missing {missing}")
+    config = json.loads((d / CONFIG_FILE).read_text())
+    encoder = FeatureEncoder.load(d / ENCODER_FILE)
+    if config["kind"] == "sif_mixer":
+        model: nn.Module = SIFMixer(HGAQTokenizer(encoder, config["tokenizer"]), config["model"])
+    else:
+        model = Ranker(encoder, config["model"])
+    model.load_state_dict(torch.load(d / MODEL_FILE, map_location="cpu", weights_only=True))
+    model.eval()
+    metrics = json.loads((d / METRICS_FILE).read_text()) if (d / METRICS_FILE).is_file() else {}
+    return RankerBundle(model, encoder, config, metrics)
+
+
 def train_downstream(
     data: DownstreamData,
     spec: DownstreamSpec,
@@ -89,8 +130,8 @@ def train_downstream(
     tokenizer: HGAQTokenizer | None = None,
     n_boot: int = 0,
     eval_splits: tuple[str, ...] = ("valid", "test"),
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Train ``spec`` on the train split; returns the model (best valid epoch) and its metrics per split."""
+) -> tuple[RankerBundle, dict[str, Any]]:
+    """Train ``spec`` on the train split; returns the bundle (best valid epoch) and its metrics per split."""
     seed_everything(cfg.seed)
     model = build_model(spec, data.encoder, store, tokenizer)
     assembler = HistoryAssembler(data.encoder, store, data.clicks, L=spec.L, base_L=spec.base_L)
@@ -107,4 +148,15 @@ def train_downstream(
         samples_per_s=result.samples_per_s,
         params=sum(p.numel() for p in model.parameters() if p.requires_grad),
     )
-    return model, metrics
+    train = asdict(cfg)
+    config = {
+        "kind": spec.model,
+        "spec": asdict(spec),
+        "model": model.config,
+        "tokenizer": model.tokenizer.config if isinstance(model, SIFMixer) else None,
+        "token_source": store.source if store is not None else None,
+        "train": train,
+        "config_hash": config_hash(spec.model, {"spec": asdict(spec), "model": model.config}, train),
+        "version": weights_hash(model),
+    }
+    return RankerBundle(model, data.encoder, config, metrics), metrics

@@ -34,15 +34,19 @@ class DriftConfig:
     embedding_auc: float = 0.6  # ... or when a classifier tells the windows apart this well
     code_threshold: float = 0.1  # a (sub-token, level) drifts when its bias-corrected JS distance passes this
     code_level_share: float = 0.25  # codes drift when this share of one level's sub-tokens drift
-    feature_share: float = 0.25  # raw inputs drift when this share of one voting group's feature columns drift ...
-    voting_groups: tuple[str, ...] = ("user", "item", "context")  # cross features (lifetime counts) grow in any log
+    feature_share: float = 0.25  # raw inputs drift when this share of one group's feature columns drift ...
+    # ... with its own share for a group: cross features are lifetime counts, they grow week on week in any log
+    group_share: dict[str, float] = field(default_factory=lambda: {"cross": 0.5})
     unseen_share: float = 0.3  # ... or this share of current rows carry an id the reference never saw ...
     unseen_groups: tuple[str, ...] = ("item",)  # ... in these groups (new users arrive in any healthy log) ...
     prediction_threshold: float = 0.1  # ... or the model's predictions drift this much (normed Wasserstein)
+    rolling_days: int = 7  # a dashboard point covers the week up to its day (a lone day differs by its weekday)
     max_categories: int = 200  # categoricals with more reference values are id-like: unseen share, not a distribution test
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.rolling_days < 1:
+            raise ValueError(f"DriftConfig.rolling_days must be >= 1, got {self.rolling_days}")
         if self.sample_cap < 100:
             raise ValueError(f"DriftConfig.sample_cap must be >= 100, got {self.sample_cap}")
         for name in ("dim_share", "code_level_share", "feature_share"):
@@ -58,9 +62,8 @@ class DriftConfig:
         unknown = sorted(set(d) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"drift config: unknown keys {unknown}; known: {sorted(cls.__dataclass_fields__)}")
-        for key in ("voting_groups", "unseen_groups"):
-            if key in d:
-                d[key] = tuple(d[key])
+        if "unseen_groups" in d:
+            d["unseen_groups"] = tuple(d["unseen_groups"])
         return cls(**d)
 
 
@@ -257,13 +260,14 @@ def decide(
             reasons.append(f"code usage drifted in {share:.0%} of level-{level} sub-tokens (threshold {cfg.code_level_share:.0%})")
     inputs = False
     for group, share in sorted((feature_group_share or {}).items()):
-        if group in cfg.voting_groups and share >= cfg.feature_share:
+        limit = cfg.group_share.get(group, cfg.feature_share)
+        if share >= limit:
             inputs = True
-            reasons.append(f"{share:.0%} of the {group} features drifted (threshold {cfg.feature_share:.0%})")
+            reasons.append(f"{share:.0%} of the {group} features drifted (threshold {limit:.0%})")
     for column, share in sorted((unseen_value_share or {}).items()):
         if share >= cfg.unseen_share:
             inputs = True
-            reasons.append(f"{share:.0%} of current rows have a {column} the reference never saw (threshold {cfg.unseen_share:.0%})")
+            reasons.append(f"{share:.0%} of current rows have {column} values the reference never saw (threshold {cfg.unseen_share:.0%})")
     if prediction_drift is not None and not math.isnan(prediction_drift) and prediction_drift >= cfg.prediction_threshold:
         inputs = True
         reasons.append(f"predictions drifted by {prediction_drift:.3f} (threshold {cfg.prediction_threshold})")

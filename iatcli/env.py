@@ -20,5 +20,8 @@ def setup_environment(home: str | Path | None = None) -> Path:
     os.environ.setdefault("BENTOML_HOME", str(root / "bentoml_home"))
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    # OpenMP threads that spin while waiting made 2-thread training 10x slower than 1 thread whenever another
+    # process shared the 2 cores (measured: bench/bench_source_training.py); passive waiting removes that.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     return root

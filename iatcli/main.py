@@ -44,8 +44,22 @@ def _cmd_run(a: argparse.Namespace) -> int:
     from iatcli.config import load_config
     from iatcli.runs import run_pipeline
 
-    cfg = load_config(a.config, a.pipeline, {k: getattr(a, k, None) for k in ("dataset", "users", "seed", "path", "model", "epochs")})
+    keys = ("dataset", "users", "seed", "path", "model", "epochs", "source", "source_version", "dtype", "post_sit", "seq", "iat", "tokens", "L", "name")
+    cfg = load_config(a.config, a.pipeline, {k: getattr(a, k, None) for k in keys})
     return run_pipeline(a.pipeline, cfg)
+
+
+def _cmd_tokens_inspect(a: argparse.Namespace) -> int:
+    from iat.tokens import format_inspection, inspect_store
+
+    print(format_inspection(inspect_store(a.path)))
+    return 0
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    from iatcli.demo import run_demo
+
+    return run_demo(a.config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=_cmd_validate)
 
     r = sub.add_parser("run", help="run a ZenML pipeline on the local stack")
-    r.add_argument("pipeline", choices=["data", "source"])
+    r.add_argument("pipeline", choices=["data", "source", "tokens", "downstream"])
     r.add_argument("--config", default="configs/demo.yaml", help="YAML run config (section named after the pipeline)")
     r.add_argument("--dataset", choices=["synthetic", "movielens-100k", "file"])
     r.add_argument("--users", type=int)
@@ -75,7 +89,31 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--path")
     r.add_argument("--model", choices=["temporal", "user_order", "hgaq", "logreg"], help="source: which source model to train")
     r.add_argument("--epochs", type=int, help="source: maximum training epochs (early stopping on valid AUC)")
+    r.add_argument("--source", choices=["temporal", "user_order", "hgaq"], help="tokens / downstream: the source model whose version to use")
+    r.add_argument("--source-version", help="tokens / downstream: that model's version (default: latest)")
+    r.add_argument("--dtype", choices=["fp32", "fp16", "int8", "uint8"], help="tokens: storage dtype (default fp16, uint8 for hgaq)")
+    r.add_argument("--post-sit", action="store_true", default=None, help="tokens: store post-SIT outputs (ablation)")
+    r.add_argument("--seq", choices=["din", "transformer", "longer", "none"], help="downstream: base behaviour-sequence module")
+    r.add_argument("--iat", choices=["din", "transformer", "longer"], help="downstream: F_iat over the instance tokens")
+    r.add_argument("--tokens", choices=["temporal", "user_order", "hgaq"], help="downstream: which source model's token store to read")
+    r.add_argument("--L", type=int, help="downstream: instance-token history length")
+    r.add_argument("--name", help="downstream: ranker name (ZenML model iat-ranker-<name>)")
     r.set_defaults(func=_cmd_run)
+
+    t = sub.add_parser("tokens", help="token store tools")
+    tsub = t.add_subparsers(dest="tokens_command", required=True)
+    ti = tsub.add_parser("inspect", help="print a token store's manifest and per-user history lengths")
+    ti.add_argument("path")
+    ti.set_defaults(func=_cmd_tokens_inspect)
+
+    d = sub.add_parser("demo", help="the main job: data -> source -> tokens -> base and +IAT rankers, with a result table")
+    d.add_argument("--config", default="configs/demo.yaml")
+    d.set_defaults(func=_cmd_demo)
+
+    from iatcli import experiment_cmds, monitor_cmds
+
+    experiment_cmds.register(sub)
+    monitor_cmds.register(sub)
     return p
 
 

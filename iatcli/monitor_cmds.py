@@ -86,8 +86,16 @@ def _cmd_pipeline(a: argparse.Namespace) -> int:
     return 0 if run.status.value == "completed" else 1
 
 
+def _cmd_demo(a: argparse.Namespace) -> int:
+    from monitoring.demo import build_demo
+
+    build_demo(_workspace(a), a.work_dir, a.reports_dir, users=a.users, seed=a.seed, shift_kind=a.shift, ab_users=a.ab_users)
+    print(f"open the dashboards: iat monitor ui{' --workspace ' + a.workspace if a.workspace else ''}")
+    return 0
+
+
 def register(subparsers: Any) -> None:
-    """Add ``monitor ui | drift | abtest | pipeline`` to the ``iat`` command."""
+    """Add ``monitor ui | drift | abtest | demo | pipeline`` to the ``iat`` command."""
     m = subparsers.add_parser("monitor", help="Evidently monitoring: drift, online A/B test, dashboards")
     sub = m.add_subparsers(dest="monitor_command", required=True)
 
@@ -124,6 +132,16 @@ def register(subparsers: Any) -> None:
     b.add_argument("--reports-dir", default="reports/monitoring")
     b.add_argument("--no-workspace", action="store_true")
     b.set_defaults(func=_cmd_abtest)
+
+    e = sub.add_parser("demo", help="drift you can see happen: a synthetic world that shifts, its tokens, drift + A/B into the workspace")
+    common(e)
+    e.add_argument("--work-dir", default="data/monitor-demo", help="where the demo token store and dataset go")
+    e.add_argument("--reports-dir", default="reports/monitoring")
+    e.add_argument("--users", type=int, default=600)
+    e.add_argument("--ab-users", type=int, default=2_000)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--shift", choices=["catalogue", "context", "interest"], default="catalogue")
+    e.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("pipeline", help="run the ZenML monitor pipeline (drift + A/B) with a config's 'monitor' section")
     common(p)

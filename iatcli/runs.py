@@ -7,9 +7,11 @@ from typing import Any, Callable
 
 def _pipelines() -> dict[str, Callable[..., Any]]:
     from pipelines.data import data_pipeline
+    from pipelines.downstream import downstream_pipeline
     from pipelines.source import source_pipeline
+    from pipelines.tokens import tokens_pipeline
 
-    return {"data": data_pipeline, "source": source_pipeline}
+    return {"data": data_pipeline, "source": source_pipeline, "tokens": tokens_pipeline, "downstream": downstream_pipeline}
 
 
 SOURCE_KEYS = ("dataset", "users", "seed", "path", "max_quarantine_share", "reports_dir", "n_boot")
@@ -19,13 +21,14 @@ def source_params(cfg: dict[str, Any]) -> dict[str, Any]:
     """The ``source:`` config section -> source pipeline parameters.
 
     ``model`` picks the kind; ``models.<kind>`` is that kind's model config; ``train`` is the TrainConfig, with
-    ``epochs`` on top; ``seed`` seeds both the data and the training run.
+    ``train_by_model.<kind>`` (e.g. a tuned learning rate) and then ``epochs`` on top; ``seed`` seeds both the
+    data and the training run.
     """
-    unknown = sorted(set(cfg) - set(SOURCE_KEYS) - {"model", "models", "train", "epochs"})
+    unknown = sorted(set(cfg) - set(SOURCE_KEYS) - {"model", "models", "train", "train_by_model", "epochs"})
     if unknown:
         raise ValueError(f"config section 'source': unknown keys {unknown}")
     kind = cfg.get("model", "temporal")
-    train = dict(cfg.get("train") or {})
+    train = {**(cfg.get("train") or {}), **((cfg.get("train_by_model") or {}).get(kind) or {})}
     if cfg.get("epochs") is not None:
         train["epochs"] = int(cfg["epochs"])
     if cfg.get("seed") is not None:
@@ -34,13 +37,48 @@ def source_params(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"kind": kind, "model_config": (cfg.get("models") or {}).get(kind) or None, "train_config": train, **params}
 
 
+TOKENS_KEYS = ("source", "source_version", "dtype", "post_sit")
+DOWNSTREAM_KEYS = ("name", "seq", "iat", "tokens", "L", "base_L", "model", "config", "source", "source_version", "train", "epochs", "n_boot")
+
+
+def _check_keys(section: str, cfg: dict[str, Any], known: tuple[str, ...]) -> None:
+    unknown = sorted(set(cfg) - set(known))
+    if unknown:
+        raise ValueError(f"config section '{section}': unknown keys {unknown}; known: {sorted(known)}")
+
+
+def tokens_params(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The ``tokens:`` section: which source model version to materialize, in which dtype."""
+    _check_keys("tokens", cfg, TOKENS_KEYS)
+    return {k: cfg[k] for k in TOKENS_KEYS if cfg.get(k) is not None}
+
+
+def downstream_params(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The ``downstream:`` section -> a DownstreamSpec dict (``seq``/``iat`` fill the ranker config) + run options."""
+    _check_keys("downstream", cfg, DOWNSTREAM_KEYS)
+    model = cfg.get("model", "ranker")
+    config = dict(cfg.get("config") or {})
+    if model == "ranker":
+        config.setdefault("seq", cfg.get("seq", "din"))
+        if cfg.get("iat"):
+            config.setdefault("iat", cfg["iat"])
+    tokens = cfg.get("tokens") if (model != "ranker" or config.get("iat")) else None
+    name = cfg.get("name") or "-".join(x for x in (tokens or "base", config.get("iat") if model == "ranker" else model, config.get("seq")) if x)
+    spec = {"name": name, "model": model, "config": config, "tokens": tokens, "L": int(cfg.get("L", 32)), "base_L": int(cfg.get("base_L", 32))}
+    train = dict(cfg.get("train") or {})
+    if cfg.get("epochs") is not None:
+        train["epochs"] = int(cfg["epochs"])
+    return {"spec": spec, "source": cfg.get("source") or tokens or "user_order", "source_version": cfg.get("source_version"), "train_config": train, "n_boot": int(cfg.get("n_boot", 200))}
+
+
 def run_pipeline(name: str, cfg: dict[str, Any]) -> int:
     from zenml.client import Client
 
     pipes = _pipelines()
     if name not in pipes:
         raise ValueError(f"unknown pipeline '{name}': expected one of {sorted(pipes)}")
-    run = pipes[name](**(source_params(cfg) if name == "source" else cfg))
+    params = {"source": source_params, "tokens": tokens_params, "downstream": downstream_params}.get(name, dict)(cfg)
+    run = pipes[name](**params)
     run = Client().get_pipeline_run(run.id)
     print(f"pipeline '{name}' run {run.name}: {run.status.value}")
     for step_name, s in run.steps.items():
@@ -49,6 +87,14 @@ def run_pipeline(name: str, cfg: dict[str, Any]) -> int:
         _print_data_summary(run)
     if name == "source" and run.status.value == "completed":
         _print_source_summary(run)
+    if name == "tokens" and run.status.value == "completed":
+        from iat.tokens import format_inspection, inspect_store
+
+        print(format_inspection(inspect_store(run.steps["materialize_tokens"].outputs["token_store"][0].load()["path"])))
+    if name == "downstream" and run.status.value == "completed":
+        bundle = run.steps["train_ranker"].outputs["ranker"][0].load()
+        print(f"ranker '{bundle.spec.name}' version {bundle.config['version']} (tokens: {bundle.config['token_source'] or 'none'})")
+        _print_metrics(bundle.metrics)
     return 0 if run.status.value == "completed" else 1
 
 
@@ -65,11 +111,15 @@ def _print_data_summary(run: Any) -> None:
         print(f"  {dom:<8} " + "  ".join(f"{k}={v:,}" for k, v in c.items()))
 
 
+def _print_metrics(metrics: dict[str, Any]) -> None:
+    for split in ("valid", "test"):
+        m = metrics[split]
+        print(f"  {split:<5} " + "  ".join(f"{k} {m[k]:.4f} [{m[k + '_lo']:.4f}, {m[k + '_hi']:.4f}]" if m.get(k + "_lo") is not None else f"{k} {m[k]:.4f}" for k in ("auc", "gauc", "logloss")))
+
+
 def _print_source_summary(run: Any) -> None:
     art = run.steps["train_source"].outputs["source_bundle"][0]
     bundle = art.load()
     print(f"source model '{bundle.kind}' config {bundle.config['config_hash']} version {bundle.config['version']}, best epoch {bundle.metrics['best_epoch']}, {bundle.metrics['samples_per_s']:,.0f} samples/s")
-    for split in ("valid", "test"):
-        m = bundle.metrics[split]
-        print(f"  {split:<5} " + "  ".join(f"{k} {m[k]:.4f} [{m[k + '_lo']:.4f}, {m[k + '_hi']:.4f}]" if k + "_lo" in m else f"{k} {m[k]:.4f}" for k in ("auc", "gauc", "logloss")))
+    _print_metrics(bundle.metrics)
     print(f"bundle artifact: {art.uri}")

@@ -74,8 +74,9 @@ def build_demo(
     ab_users: int = 2_000,
     log: Callable[[str], None] = print,
 ) -> None:
-    """Days 0..89 with the world shifting on day 60; reference = days 39..45 (the training period's last week),
-    current = days 46..73 (two quiet weeks, then two weeks after the shift); then a 14-day A/B test."""
+    """Days 0..89 with the world shifting on day 60. The source model trains on days 18..38 (valid 39..45); the
+    reference is its last training week (32..38); the current window is days 45..73 (two quiet weeks, then two
+    weeks after the shift), each daily point covering the week up to its day. Then a 14-day A/B test."""
     days, shift_day = 90, 60
     df, schema = generate(users, seed=seed, days=days, progress=False, shift=Shift(at=shift_day / days, kind=shift_kind))
     log(f"log: {len(df):,} rows of {users} users; the world changes ({shift_kind}) on day {shift_day}")
@@ -89,7 +90,7 @@ def build_demo(
         source={"model": "temporal", "version": "demo", "run_id": "demo", "config_hash": "demo"}, overwrite=True,
     )
     data = write_dataset(work / "data", df.assign(prediction=src.predict(df)), schema)
-    report, paths, added = run_drift(store, (39, 46), (46, 74), data, DriftConfig(), workspace, reports_dir)
+    report, paths, added = run_drift(store, (32, 39), (45, 74), data, DriftConfig(), workspace, reports_dir)
     log(f"drift: {report.verdict.action} ({'; '.join(report.verdict.reasons)}); {added} snapshots; reports {sorted(map(str, paths.values()))}")
     result, html, added = run_ab(ab_users, seed, ABConfig(start_day=30, days=14), "logreg", "temporal", workspace, reports_dir, progress=False)
     ctr = result.summary["ctr"]

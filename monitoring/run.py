@@ -29,15 +29,22 @@ from monitoring.workspace import ab_project, add_snapshots, drift_project, open_
 
 @dataclass
 class TokenWindows:
-    """Tokens (decoded) and instance ids of the reference and current windows, and each current row's day."""
+    """Decoded tokens and instance ids of the reference window and of every day after it up to the current
+    window's end (``later``: the current window plus any gap before it, which rolling daily points may use)."""
 
     reference: np.ndarray
-    current: np.ndarray
     reference_ids: np.ndarray
-    current_ids: np.ndarray
-    current_day: np.ndarray
+    later: np.ndarray
+    later_ids: np.ndarray
+    later_day: np.ndarray
+    reference_end: int  # first day after the reference window
+    current_start: int  # first day of the current window
     start_ts: int  # UTC midnight of the first token's day
     code_levels: int  # M for HGAQ codes, 0 for dense tokens
+
+    @property
+    def in_current(self) -> np.ndarray:
+        return self.later_day >= self.current_start
 
 
 def _days(name: str, days: Any) -> tuple[int, int]:
@@ -48,7 +55,7 @@ def _days(name: str, days: Any) -> tuple[int, int]:
 
 
 def token_windows(store_path: str | Path, reference_days: Any, current_days: Any) -> TokenWindows:
-    """Read the two windows of a token store (by token ts)."""
+    """Read the windows of a token store (by token ts)."""
     ref_d, cur_d = _days("reference_days", reference_days), _days("current_days", current_days)
     if ref_d[1] > cur_d[0]:
         raise ValueError(f"reference window {ref_d} must end before the current window {cur_d} starts")
@@ -60,16 +67,18 @@ def token_windows(store_path: str | Path, reference_days: Any, current_days: Any
     day = (rows["ts"] - start) // DAY
     tokens = decode(rows["tokens"], store.dtype, store.scale)
     ref = (day >= ref_d[0]) & (day < ref_d[1])
-    cur = (day >= cur_d[0]) & (day < cur_d[1])
-    for name, m, d in (("reference", ref, ref_d), ("current", cur, cur_d)):
+    later = (day >= ref_d[1]) & (day < cur_d[1])
+    for name, m, d in (("reference", ref, ref_d), ("current", later & (day >= cur_d[0]), cur_d)):
         if m.sum() < 10:
             raise ValueError(f"{name} window days {d} holds {int(m.sum())} tokens; the store spans days 0..{int(day.max())}")
     return TokenWindows(
         reference=tokens[ref],
-        current=tokens[cur],
         reference_ids=rows["instance_id"][ref],
-        current_ids=rows["instance_id"][cur],
-        current_day=day[cur],
+        later=tokens[later],
+        later_ids=rows["instance_id"][later],
+        later_day=day[later],
+        reference_end=ref_d[1],
+        current_start=cur_d[0],
         start_ts=start,
         code_levels=int(tokens.shape[2]) if tokens.ndim == 3 else 0,
     )
@@ -92,44 +101,40 @@ def run_drift(
     workspace: str | Path | None = None,
     reports_dir: str | Path = "reports/monitoring",
 ) -> tuple[DriftReport, dict[str, Path], int]:
-    """Whole-window drift report (HTML in ``reports_dir``), then one snapshot per current day in the workspace.
+    """Whole-window drift report (HTML in ``reports_dir``), then daily points in the workspace.
 
+    The point of day d compares the ``cfg.rolling_days`` days ending on d with the reference: whole weeks, so a
+    point never differs from the reference by its weekday mix alone. Days whose rolling window would reach into
+    the reference window get no point (leave a gap of rolling_days - 1 days to have a point for every day).
     With ``dataset_path`` (instances.parquet + schema.yaml of the same instances) raw features drift too, and
     prediction drift when the rows carry a ``prediction`` column. Returns (report, html paths, snapshots added).
     """
     win = token_windows(store_path, reference_days, current_days)
-    rows_ref = rows_cur = None
+    rows_ref = rows_later = None
     schema: Schema | None = None
     layout: FeatureLayout | None = None
     if dataset_path is not None:
         instances, schema = read_dataset(dataset_path)
-        rows_ref, rows_cur = _rows_for(instances, win.reference_ids), _rows_for(instances, win.current_ids)
+        rows_ref, rows_later = _rows_for(instances, win.reference_ids), _rows_for(instances, win.later_ids)
         layout = FeatureLayout.of(schema, rows_ref, cfg.max_categories)  # one layout: every snapshot, same series
-    first_day = int(win.current_day.min())
-    stamp = day_timestamp(win.start_ts, first_day)
-    report = drift_report(win.reference, win.current, cfg, rows_ref, rows_cur, schema, stamp, (TAG_WINDOW,), layout=layout)
+
+    def report_for(mask: np.ndarray, day: int, tag: str, detail: bool) -> DriftReport:
+        rows = None if rows_later is None else rows_later[mask].reset_index(drop=True)
+        stamp = day_timestamp(win.start_ts, day)
+        return drift_report(win.reference, win.later[mask], cfg, rows_ref, rows, schema, stamp, (tag,), detail=detail, layout=layout)
+
+    report = report_for(win.in_current, win.current_start, TAG_WINDOW, detail=True)
     paths = report.save_html(reports_dir)
     added = 0
     if workspace is not None:
         ws = open_workspace(workspace)
         proj = drift_project(ws, win.code_levels, layout)
-        for d in np.unique(win.current_day):
-            m = win.current_day == d
-            if m.sum() < 10:
+        first_full = win.reference_end + cfg.rolling_days - 1
+        for d in np.unique(win.later_day[win.in_current]):
+            m = (win.later_day > d - cfg.rolling_days) & (win.later_day <= d)
+            if d < first_full or m.sum() < 10:
                 continue
-            daily = drift_report(
-                win.reference,
-                win.current[m],
-                cfg,
-                rows_ref,
-                None if rows_cur is None else rows_cur[m].reset_index(drop=True),
-                schema,
-                day_timestamp(win.start_ts, int(d)),
-                (TAG_DAY,),
-                detail=False,
-                layout=layout,
-            )
-            added += len(add_snapshots(ws, proj, daily.snapshots.values()))
+            added += len(add_snapshots(ws, proj, report_for(m, int(d), TAG_DAY, detail=False).snapshots.values()))
     return report, paths, added
 
 

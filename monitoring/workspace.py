@@ -40,7 +40,7 @@ def drift_dashboard(code_levels: int = 0, layout: FeatureLayout | None = None) -
     per-group and unseen-id lines only when the feature ``layout`` is known."""
     tok, feat = [TAG_TOKENS, TAG_DAY], [TAG_FEATURES, TAG_DAY]
     panels = [
-        text_panel("Token drift", "Each point: one day of the current window against the reference window (the training period)."),
+        text_panel("Drift", "Each point: the week up to that day against the reference window (the end of the training period)."),
         line_plot_panel(
             "Share of drifted token dimensions",
             [PanelMetric(legend="share of dims", metric="DriftedColumnsCount", metric_labels={"value_type": "share"}, tags=tok)],
@@ -60,7 +60,7 @@ def drift_dashboard(code_levels: int = 0, layout: FeatureLayout | None = None) -
                 PanelMetric(legend=group, metric="DriftedColumnsCount", metric_labels={"value_type": "share", "columns": str(cols)}, tags=feat)
                 for group, cols in (layout.groups.items() if layout else ())
             ],
-            "Cross features (lifetime counts) drift in any log; they do not vote in the verdict",
+            "Cross features are lifetime counts: they drift week on week in any log (higher threshold in the verdict)",
             size="half",
         ),
         line_plot_panel(

@@ -68,8 +68,10 @@ def test_decide_actions() -> None:
     assert (v.drifted, v.token_drift, v.action) == (True, True, "rematerialize")
     v = decide(cfg, embedding_score=0.9, feature_group_share={"item": 0.5, "context": 0.0})
     assert v.action == "retrain_source" and any("item features" in r for r in v.reasons)
-    # cross features are lifetime counts: they grow in any log, so they are reported but do not vote
-    assert decide(cfg, feature_group_share={"cross": 0.9}).action == "none"
+    # cross features are lifetime counts that grow in any log: they vote with a higher threshold
+    assert decide(cfg, feature_group_share={"cross": 0.4}).action == "none"
+    assert decide(cfg, feature_group_share={"cross": 0.6}).action == "retrain_source"
+    assert decide(DriftConfig(group_share={"cross": 1.01}), feature_group_share={"cross": 1.0}).action == "none"  # muted
     assert decide(cfg, unseen_value_share={"item_id": 0.95}).action == "retrain_source"
     assert decide(cfg, code_level_share={0: 0.0, 1: 0.5}).action == "rematerialize"
     assert decide(cfg, prediction_drift=0.3).action == "retrain_source"

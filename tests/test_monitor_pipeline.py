@@ -15,7 +15,7 @@ from iat.tokens import write_store
 from monitoring.workspace import AB_PROJECT, DRIFT_PROJECT, open_workspace
 from pipelines.monitor import monitor_pipeline
 
-REF_DAYS, CUR_DAYS, AB_DAYS = [14, 21], [21, 24], 3
+REF_DAYS, CUR_DAYS, AB_DAYS = [7, 14], [20, 23], 3  # days 14..19: room for whole-week daily points
 
 
 def _store_and_dataset(root: Path) -> tuple[Path, Path]:
@@ -69,7 +69,7 @@ def test_monitor_pipeline_fills_the_workspace(tmp_path: Path) -> None:
     drift_snaps = [ws.get_run(projects[DRIFT_PROJECT].id, s) for s in ws.list_runs(projects[DRIFT_PROJECT].id)]
     ab_snaps = [ws.get_run(projects[AB_PROJECT].id, s) for s in ws.list_runs(projects[AB_PROJECT].id)]
     n_days = CUR_DAYS[1] - CUR_DAYS[0]
-    # one token and one feature snapshot per current day; a daily and a cumulative one per A/B day
+    # one token and one feature snapshot per current day (each: the week up to it); a daily and a cumulative one per A/B day
     assert sorted((tuple(sorted(s.tags)), s.timestamp.day) for s in drift_snaps) == sorted(
         (tags, day) for day in range(1 + CUR_DAYS[0], 1 + CUR_DAYS[1]) for tags in (("day", "tokens"), ("day", "features"))
     )

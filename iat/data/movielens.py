@@ -228,7 +228,8 @@ def _item_features(items: pd.DataFrame) -> pd.DataFrame:
         gs = gs or ["unknown"]
         dom = next(d for d, group in DOMAIN_GENRES.items() if group.intersection(gs))
         domains.append(dom)
-        primary.append(next(g for g in GENRES if g in gs and g in DOMAIN_GENRES[dom]))
+        # An integer code (index in GENRES): the token store keeps the category of every token as int64.
+        primary.append(GENRES.index(next(g for g in GENRES if g in gs and g in DOMAIN_GENRES[dom])))
     year = items["year"]
     decade = (year // 10 * 10).astype("Int64").astype(str) + "s"
     return pd.DataFrame({

@@ -55,7 +55,7 @@ def synthetic_schema(start_ts: int = START_TS, days: int = DEFAULT_DAYS) -> Sche
     )
 
 
-def _sample_rows(
+def sample_rows(
     world: SyntheticWorld, users: np.ndarray, n: np.ndarray, days: tuple[int, int], rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
     """``n[i]`` impressions of ``users[i]`` on days in [days[0], days[1]): when, where, which item, which context."""
@@ -148,7 +148,7 @@ def feature_frame(world: SyntheticWorld, r: dict[str, np.ndarray], rng: np.rando
 def _chunk_frame(world: SyntheticWorld, users: np.ndarray, rng: np.random.Generator, shift: Shift | None) -> pd.DataFrame:
     n = world.n_events[users]
     if shift is None:
-        df = feature_frame(world, _sample_rows(world, users, n, (0, world.days), rng), rng)
+        df = feature_frame(world, sample_rows(world, users, n, (0, world.days), rng), rng)
     else:
         # Each user's impressions split across the shift day in proportion to time; the world changes there.
         cut = int(round(shift.at * world.days))
@@ -156,8 +156,8 @@ def _chunk_frame(world: SyntheticWorld, users: np.ndarray, rng: np.random.Genera
         after = shifted_world(world, shift.kind, np.random.default_rng([shift.seed, 2]))
         df = pd.concat(
             [
-                feature_frame(world, _sample_rows(world, users, n_before, (0, cut), rng), rng),
-                feature_frame(after, _sample_rows(after, users, n - n_before, (cut, world.days), rng), rng),
+                feature_frame(world, sample_rows(world, users, n_before, (0, cut), rng), rng),
+                feature_frame(after, sample_rows(after, users, n - n_before, (cut, world.days), rng), rng),
             ],
             ignore_index=True,
         )
@@ -173,10 +173,10 @@ def _chunk_frame(world: SyntheticWorld, users: np.ndarray, rng: np.random.Genera
     df.insert(at, "click", click)
     df.insert(at + 1, "conversion", pd.array(conv, dtype="Float64").astype("Int8"))
     df.insert(at + 2, "conversion_ts", pd.array(np.where(conv_ts < 0, None, conv_ts), dtype="Int64"))
-    return _add_cross_features(df)
+    return add_cross_features(df)
 
 
-def _add_cross_features(df: pd.DataFrame) -> pd.DataFrame:
+def add_cross_features(df: pd.DataFrame) -> pd.DataFrame:
     """User x past aggregates; computed per chunk, which holds whole users."""
     df = df.sort_values(["user_id", "ts"], kind="stable").reset_index(drop=True)
     df["u_prior_count"] = past_sum(df, ["user_id"]).astype(np.float32)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -35,6 +35,9 @@ from iat.models.layers import FieldEmbedding, mlp
 from iat.models.rvq import ResidualVQ, code_usage
 from iat.models.source import click_conversion_loss, merged_config
 from iat.schema import GROUPS
+
+if TYPE_CHECKING:
+    from iat.train import BatchSource
 
 HGAQ_DEFAULTS: dict[str, Any] = {
     "d_e": 8,  # per-field embedding
@@ -155,10 +158,10 @@ class HGAQTokenizer(nn.Module):
         return self.config["align_weight"] * _sq_dist(h_cont, recon)
 
     @torch.no_grad()
-    def usage_stats(self, batches: Iterable[dict[str, torch.Tensor]] | Any) -> dict[str, Any]:
+    def usage_stats(self, batches: "BatchSource | Iterable[dict[str, torch.Tensor]]") -> dict[str, Any]:
         """Per-level code usage and perplexity (see ``rvq.code_usage``) of the encoded rows of a batch source
         (anything with ``batches(epoch)``) or an iterable of batches; plus ``n`` rows."""
-        it = batches.batches(0) if hasattr(batches, "batches") else batches
+        it = batches.batches(0) if hasattr(batches, "batches") else batches  # a BatchSource: its (fixed) epoch 0
         counts = torch.zeros(self.T, self.M, self.V, dtype=torch.long)
         n = 0
         for batch in it:

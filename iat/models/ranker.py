@@ -29,7 +29,8 @@ DEFAULTS: dict[str, Any] = {
     "token_dim": 64,
     "d_e": 8,
     "d_seq": 32,
-    "d_iat": 64,
+    "d_iat": 32,  # F_iat width (the paper's 512-d query is far beyond a 2-core CPU budget)
+    "layers": 1,  # attention layers of the Transformer / LONGER modules
     "hidden": [256, 128],
     "cvr_weight": 1.0,
 }
@@ -66,7 +67,7 @@ class Ranker(nn.Module):
             self.seq_cat = nn.Embedding(n_cat, ds)
             self.seq_gap = nn.Embedding(N_GAP_BUCKETS, ds)
             self.seq_query = nn.Linear(2 * cfg["d_e"], ds)
-            self.seq_module = build_seq_module(cfg["seq"], ds)
+            self.seq_module = build_seq_module(cfg["seq"], ds, cfg["layers"])
             d_inter += ds
 
         self.use_iat = cfg["iat"] is not None
@@ -82,7 +83,7 @@ class Ranker(nn.Module):
             self.token_proj = nn.Linear(128, di)
             q_in = d_ns + (ds if self.use_seq else 0) if cfg["query"] == "compressed" else 2 * cfg["d_e"]
             self.iat_query = mlp([q_in, 256, di]) if cfg["query"] == "compressed" else nn.Linear(q_in, di)
-            self.iat_module = build_seq_module(cfg["iat"], di)
+            self.iat_module = build_seq_module(cfg["iat"], di, cfg["layers"])
             if cfg["iat_position"] == "before":
                 d_inter += di
 

@@ -91,11 +91,11 @@ class LongerPool(_EmptyAware):
         return self._fill_empty(self.ln(x[:, 0]), mask)
 
 
-def build_seq_module(kind: str, d: int) -> nn.Module:
+def build_seq_module(kind: str, d: int, layers: int = 1) -> nn.Module:
     if kind == "din":
         return DIN(d)
     if kind == "transformer":
-        return TransformerPool(d)
+        return TransformerPool(d, layers=layers)
     if kind == "longer":
-        return LongerPool(d)
+        return LongerPool(d, layers=layers)
     raise ValueError(f"unknown sequence module '{kind}': expected one of {SEQ_MODULES}")

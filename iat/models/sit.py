@@ -78,5 +78,3 @@ class SourceInstanceTransformer(nn.Module):
         for blk in self.blocks:
             x = blk(x)
         return self.ln(x)
-
-

@@ -1,0 +1,31 @@
+from typing import Any, Dict, Optional
+
+from zenml import Model, pipeline
+from zenml.client import Client
+
+from steps.train_ranker import train_ranker
+
+
+def downstream_pipeline(spec: Dict[str, Any], source: str = "user_order", source_version: Optional[str] = None, **params: Any) -> Any:
+    """Train a downstream ranker on the data of source model version ``iat-source-<source>`` (latest by
+    default), reading that version's latest token store when the spec uses tokens. The ranker is versioned
+    as ZenML model ``iat-ranker-<spec name>``; its lineage shows the data, source model and token store."""
+    mv = Client().get_model_version(f"iat-source-{source}", source_version)
+    model = Model(name=f"iat-ranker-{spec['name']}", description=f"downstream ranker {spec}")
+    return _downstream_pipeline.with_options(model=model)(spec=spec, source=source, source_version=mv.name, **params)
+
+
+@pipeline(enable_cache=True)
+def _downstream_pipeline(
+    spec: Dict[str, Any], source: str, source_version: str, train_config: Optional[Dict[str, Any]] = None, n_boot: int = 200
+) -> None:
+    """split log (+ token store, + HGAQ tokenizer for the SIF-Mixer) of a source model version -> train_ranker."""
+    mv = Client().get_model_version(f"iat-source-{source}", source_version)
+    uses_tokens = spec.get("tokens") is not None
+    store = mv.get_artifact("token_store") if uses_tokens else None
+    if uses_tokens and store is None:
+        raise ValueError(f"iat-source-{source}:{source_version} has no token store yet: run `iat run tokens --source {source}` first")
+    tokenizer = mv.get_artifact("source_bundle") if spec.get("model") == "sif_mixer" else None
+    train_ranker(
+        mv.get_artifact("split_instances"), mv.get_artifact("schema"), spec, store, tokenizer, train_config=train_config, n_boot=n_boot
+    )

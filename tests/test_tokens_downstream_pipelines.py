@@ -1,0 +1,36 @@
+"""source -> tokens -> downstream as ZenML pipelines on the local store, with lineage through model versions."""
+
+from zenml.client import Client
+
+from iat.tokens import TokenStore
+from pipelines.downstream import downstream_pipeline
+from pipelines.source import source_pipeline
+from pipelines.tokens import tokens_pipeline
+
+FAST = {"epochs": 1, "threads": 1, "progress": False, "batch_size": 512}
+
+
+def test_tokens_and_downstream_pipelines_with_lineage():
+    src = Client().get_pipeline_run(source_pipeline(kind="temporal", users=100, seed=3, train_config=FAST, n_boot=0).id)
+    assert src.status.value == "completed"
+    bundle = src.steps["train_source"].outputs["source_bundle"][0].load()
+
+    run = Client().get_pipeline_run(tokens_pipeline(source="temporal").id)
+    assert run.status.value == "completed"
+    handle = run.steps["materialize_tokens"].outputs["token_store"][0].load()
+    store = TokenStore.open(handle["path"], verify="full", expected_source={"version": bundle.config["version"]})
+    mv = Client().get_model_version("iat-source-temporal")
+    assert store.source["run_id"] == f"iat-source-temporal:{mv.name}"
+    data = src.steps["split"].outputs["split_instances"][0].load()
+    assert store.rows == len(data)
+    # The store artifact hangs off the source model's version: the dashboard shows which model made it.
+    assert mv.get_artifact("token_store").load()["path"] == handle["path"]
+
+    spec = {"name": "t-iat-test", "config": {"seq": "din", "iat": "transformer"}, "tokens": "temporal", "L": 8}
+    run = Client().get_pipeline_run(downstream_pipeline(spec, source="temporal", train_config=FAST, n_boot=0).id)
+    assert run.status.value == "completed"
+    ranker = run.steps["train_ranker"].outputs["ranker"][0].load()
+    assert ranker.config["token_source"] == store.source
+    assert 0.5 < ranker.metrics["test"]["auc"] < 1.0
+    rv = Client().get_model_version("iat-ranker-t-iat-test")
+    assert abs(rv.run_metadata["test"]["auc"] - ranker.metrics["test"]["auc"]) < 1e-9
