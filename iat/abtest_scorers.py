@@ -3,8 +3,10 @@
 Specs: ``random`` (a fair coin per candidate: the floor), ``column:<name>`` (rank by one feature, e.g.
 ``column:item_ctr_1d``: a popularity heuristic), ``logreg`` / ``temporal`` (the logistic-regression baseline or
 the temporal source model's click head, trained here on the pre-experiment log). Any model with
-``predict(batch) -> {"p": ...}`` and its fitted ``FeatureEncoder`` becomes a scorer with ``model_scorer``; the
-downstream rankers (base vs +IAT) enter the A/B test that way.
+``predict(batch) -> {"p": ...}`` and its fitted ``FeatureEncoder`` becomes a scorer with ``model_scorer``.
+``ranker:base`` / ``ranker:iat[:<source kind>]``: the downstream rankers (base vs +IAT), trained here too, reading
+histories that grow with their arm's impressions (``iat.abtest_rankers``). ``make_scorers`` builds both arms
+with one ``RankerTraining``, so two ranker arms share the split, the encoder and the source model.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import pandas as pd
 import torch
 
 from iat.abtest import Scorer
+from iat.abtest_rankers import PREFIX as RANKER_PREFIX
+from iat.abtest_rankers import RankerTraining, parse_ranker_spec
 from iat.features import FeatureEncoder
 from iat.models.batching import RowBatches, frame_batch
 from iat.schema import Schema
@@ -72,14 +76,28 @@ def train_model_scorer(kind: str, history: pd.DataFrame, schema: Schema, seed: i
     return model_scorer(model, encoder)
 
 
-def make_scorer(spec: str, history: pd.DataFrame | None = None, schema: Schema | None = None, seed: int = 0) -> Scorer:
-    """A scorer from its spec (see the module docstring)."""
+def make_scorer(spec: str, history: pd.DataFrame | None = None, schema: Schema | None = None, seed: int = 0, rankers: RankerTraining | None = None) -> Scorer:
+    """A scorer from its spec (see the module docstring). ``rankers``: the training that ranker specs share
+    (a new one on ``history`` when None)."""
     if spec == "random":
         return random_scorer(seed)
     if spec.startswith("column:"):
         return column_scorer(spec.split(":", 1)[1])
+    if spec not in TRAINABLE and not spec.startswith(RANKER_PREFIX):
+        raise ValueError(f"unknown scorer spec '{spec}': expected random, column:<name>, ranker:base, ranker:iat[:<source kind>] or one of {TRAINABLE}")
+    if spec.startswith(RANKER_PREFIX):
+        parse_ranker_spec(spec)  # a bad ranker spec fails before any training
+    if history is None or schema is None:
+        raise ValueError(f"scorer '{spec}' is trained on the pre-experiment log: pass history and schema")
     if spec in TRAINABLE:
-        if history is None or schema is None:
-            raise ValueError(f"scorer '{spec}' is trained on the pre-experiment log: pass history and schema")
         return train_model_scorer(spec, history, schema, seed)
-    raise ValueError(f"unknown scorer spec '{spec}': expected random, column:<name>, or one of {TRAINABLE}")
+    return (rankers or RankerTraining(history, schema, seed)).scorer(spec, seed)
+
+
+def make_scorers(
+    specs: tuple[str, ...], history: pd.DataFrame, schema: Schema, seed: int = 0, rankers: RankerTraining | None = None, progress: bool = False
+) -> list[Scorer]:
+    """One scorer per spec (arm i gets seed ``seed + i``); ranker specs share one ``RankerTraining``."""
+    if rankers is None and any(s.startswith(RANKER_PREFIX) for s in specs):
+        rankers = RankerTraining(history, schema, seed, progress=progress)
+    return [make_scorer(spec, history, schema, seed + i, rankers) for i, spec in enumerate(specs)]

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from iat.features import FeatureEncoder
-from iat.history import ClickIndex, HistoryAssembler, RequestBatches
+from iat.history import ClickIndex, HistoryAssembler
+from iat.models.batching import RowBatches
 from iat.models.hgaq import HGAQTokenizer
 from iat.models.registry import CONFIG_FILE, ENCODER_FILE, METRICS_FILE, MODEL_FILE, config_hash, save_bundle, weights_hash
 from iat.models.ranker import Ranker
@@ -136,9 +137,9 @@ def train_downstream(
     model = build_model(spec, data.encoder, store, tokenizer)
     assembler = HistoryAssembler(data.encoder, store, data.clicks, L=spec.L, base_L=spec.base_L)
 
-    def source(split: str, train: bool) -> RequestBatches:
-        rows = np.flatnonzero(data.split == split)
-        return RequestBatches(data.encoder.transform(data.df.iloc[rows]), assembler, cfg.batch_size, shuffle=train, seed=cfg.seed)
+    def source(split: str, train: bool) -> RowBatches:
+        frame = data.encoder.transform(data.df.iloc[np.flatnonzero(data.split == split)])
+        return RowBatches(frame, cfg.batch_size, cfg.seed, "shuffle" if train else "time", assemble=assembler.batch)
 
     result = fit(model, source("train", True), source("valid", False), cfg)
     metrics: dict[str, Any] = {s: evaluate_model(model, source(s, False), n_boot=n_boot, seed=cfg.seed) for s in eval_splits}

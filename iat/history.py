@@ -12,7 +12,6 @@ serving read the same source and the ingest path updates both.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -95,21 +94,3 @@ class HistoryAssembler:
             out["tok_item"] = torch.from_numpy(self._ids("item_id", h.item_id, h.mask))
             out["tok_cat"] = torch.from_numpy(self._ids(self.cat_field, h.category, h.mask))
         return out
-
-
-class RequestBatches:
-    """A BatchSource over requests (rows of one split): shuffled per epoch for training, in order for eval."""
-
-    def __init__(self, frame: EncodedFrame, assembler: HistoryAssembler, batch_size: int, shuffle: bool, seed: int = 0):
-        if len(frame) == 0:
-            raise ValueError("no requests to batch: the split is empty")
-        self.frame, self.assembler, self.batch_size, self.shuffle, self.seed = frame, assembler, batch_size, shuffle, seed
-
-    def __len__(self) -> int:
-        return -(-len(self.frame) // self.batch_size)
-
-    def batches(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
-        n = len(self.frame)
-        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
-        for s in range(0, n, self.batch_size):
-            yield self.assembler.batch(self.frame.take(order[s : s + self.batch_size]))

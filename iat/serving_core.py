@@ -6,7 +6,8 @@
   with the request, as from a feature service: the core never computes them. A feature left out is null:
   OOV for a categorical field, 0 after standardisation for a numeric one. Rows are encoded with the ranker's
   FeatureEncoder, histories come from the token store through ``HistoryAssembler`` (the same code that fed
-  training), and ``model.predict`` scores them: pCTR, and pCVR = P(conversion | click).
+  training; fetched once per distinct (user, ts) and shared by that request's candidates), and
+  ``model.predict`` scores them: pCTR, and pCVR = P(conversion | click).
 - ``ingest``: one newly logged instance -> the source model's token -> appended to the store (the paper's
   streaming write path); the next rank of that user sees it. ``label``: a delayed conversion arrives.
 
@@ -33,8 +34,9 @@ import pandas as pd
 import torch
 
 from iat.downstream import RankerBundle, load_ranker
-from iat.features import DOMAIN_FIELD
+from iat.features import DOMAIN_FIELD, EncodedFrame
 from iat.history import ClickIndex, HistoryAssembler
+from iat.models.batching import frame_batch
 from iat.models.registry import SourceBundle, load_bundle
 from iat.schema import Feature
 from iat.serving_package import ServingPackage, check_compatible, read_package, snapshot_store
@@ -165,11 +167,11 @@ class ServingCore:
                     v = self._view = self._make_view(store, ClickIndex.from_store(store), stamp)
         return v
 
-    def _publish(self, old: _View, store: TokenStore, clicks: ClickIndex | None) -> _View:
+    def _publish(self, old: _View, store: TokenStore, clicks: ClickIndex) -> _View:
         """New view after our own write (caller holds the write lock). ``clicks`` is the incrementally updated
         index, valid only if nobody else wrote in between (the version moved by exactly one)."""
         stamp = _stamp(self.store_path)  # before any re-read: a write after this makes the next check reload
-        if clicks is None or store.version != old.store.version + 1:
+        if store.version != old.store.version + 1:
             clicks = ClickIndex.from_store(store)
         if len(store.parts) + len(store.manifest["label_updates"]) > self.max_parts:
             store = store.compact()  # same rows: the click index stays valid
@@ -232,11 +234,24 @@ class ServingCore:
             cols[name] = pd.Series(vals, dtype=object) if self.features[name].type == "categorical" else pd.to_numeric(pd.Series(vals, dtype=object))
         return pd.DataFrame(cols)
 
+    @staticmethod
+    def assemble(view: _View, frame: EncodedFrame) -> dict[str, torch.Tensor]:
+        """``HistoryAssembler.batch`` with each distinct (user, ts) fetched once and shared by its rows: a request's
+        candidates have one history (at 100 candidates, L=256 and a store of 41 parts: 2 ms instead of 53)."""
+        _, first, inverse = np.unique(np.stack([frame.user_id, frame.ts], axis=1), axis=0, return_index=True, return_inverse=True)
+        if len(first) == len(frame):
+            return view.assembler.batch(frame)
+        rows = frame_batch(frame)
+        expand = torch.from_numpy(inverse.reshape(-1))
+        # the assembler's own keys are the frame's plus the histories, which depend on (user, ts) alone
+        for k, v in view.assembler.batch(frame.take(first)).items():
+            rows.setdefault(k, v.index_select(0, expand))
+        return rows
+
     @torch.no_grad()
     def score_frame(self, df: pd.DataFrame) -> Scores:
         """Score rows that carry the schema's columns: the same encode -> assemble -> predict as evaluation."""
-        view = self.view()
-        b = view.assembler.batch(self.ranker.encoder.transform(df))
+        b = self.assemble(self.view(), self.ranker.encoder.transform(df))
         out = self.ranker.model.predict(b)
         n = len(df)
         tokens = b["tok_mask"].sum(1).numpy() if self.spec.tokens is not None else np.zeros(n, np.int64)

@@ -110,10 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--config", default="configs/demo.yaml")
     d.set_defaults(func=_cmd_demo)
 
-    from iatcli import experiment_cmds, monitor_cmds
+    from iatcli import experiment_cmds, monitor_cmds, serve_cmds
 
     experiment_cmds.register(sub)
     monitor_cmds.register(sub)
+    serve_cmds.register(sub)
     return p
 
 

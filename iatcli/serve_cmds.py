@@ -13,13 +13,35 @@ from typing import Any
 SERVING_STORES_DIR = "data/serving_stores"
 
 
+RANKER_PREFIX = "iat-ranker-"
+
+
+def latest_ranker() -> str:
+    """The spec name of the ranker model (``iat-ranker-<name>``) whose latest version is the newest."""
+    from zenml.client import Client
+    from zenml.enums import ModelStages
+
+    client = Client()
+    models = client.list_models(name=f"startswith:{RANKER_PREFIX}", size=1000)
+    latest = []
+    for m in models:
+        try:
+            latest.append(client.get_model_version(m.name, ModelStages.LATEST))
+        except KeyError:  # a model without versions
+            continue
+    if not latest:
+        raise FileNotFoundError("no ranker model (iat-ranker-*) yet: train one with the downstream pipeline first")
+    return max(latest, key=lambda v: v.created).model.name.removeprefix(RANKER_PREFIX)
+
+
 def _cmd_package(a: argparse.Namespace) -> int:
     from zenml.client import Client
 
     from pipelines.package import package_pipeline
 
+    ranker = a.ranker or latest_ranker()
     run = Client().get_pipeline_run(
-        package_pipeline(a.ranker, a.ranker_version, a.source, a.source_version, packages_dir=a.packages_dir).id
+        package_pipeline(ranker, a.ranker_version, a.source, a.source_version, packages_dir=a.packages_dir).id
     )
     print(f"pipeline 'package' run {run.name}: {run.status.value}")
     if run.status.value != "completed":
@@ -68,10 +90,10 @@ def _cmd_serve(a: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     """Add ``package`` and ``serve`` to the ``iat`` command."""
     p = subparsers.add_parser("package", help="build a serving package and a Bento from a ranker model version (ZenML pipeline)")
-    p.add_argument("--ranker", required=True, help="ranker spec name: packages ZenML model iat-ranker-<name>")
+    p.add_argument("--ranker", help="ranker spec name: packages ZenML model iat-ranker-<name> (default: the most recently trained)")
     p.add_argument("--ranker-version", help="ZenML model version (default: latest)")
-    p.add_argument("--source", default="temporal", help="source model kind whose version holds the source bundle and token store")
-    p.add_argument("--source-version", help="ZenML model version of iat-source-<source> (default: latest)")
+    p.add_argument("--source", help="source model kind (iat-source-<kind>) of the bundle and token store (default: the one that made the ranker's tokens)")
+    p.add_argument("--source-version", help="ZenML model version of iat-source-<source> (default: the one holding the ranker's source bundle)")
     p.add_argument("--packages-dir", default="data/serving", help="where serving packages are written")
     p.set_defaults(func=_cmd_package)
 

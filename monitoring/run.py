@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from iat.abtest import ABConfig, ABResult, simulate_ab
-from iat.abtest_scorers import make_scorer
+from iat.abtest_scorers import make_scorers
 from iat.data.io import read_dataset
 from iat.data.synthetic import generate, world_for
 from iat.data.synthetic_world import DAY
@@ -142,19 +142,20 @@ def run_ab(
     users: int = 2_000,
     seed: int = 0,
     ab: ABConfig = ABConfig(),
-    control: str = "logreg",
-    treatment: str = "temporal",
+    control: str = "ranker:base",
+    treatment: str = "ranker:iat",
     workspace: str | Path | None = None,
     reports_dir: str | Path = "reports/monitoring",
     progress: bool = True,
 ) -> tuple[ABResult, Path, int]:
     """Simulate the A/B test on the synthetic world of ``(users, seed)``: arms are scorer specs
-    (``iat.abtest_scorers``) trained on the log before ``ab.start_day``. Returns (result, HTML path, snapshots added)."""
+    (``iat.abtest_scorers``; by default the base ranker vs the +IAT ranker) trained on the log before
+    ``ab.start_day``. Returns (result, HTML path, snapshots added)."""
     days = ab.start_day + ab.days
     log, schema = generate(users, seed=seed, days=days, progress=progress)
     world = world_for(users, seed=seed, days=days)
     history = log[log["ts"] < world.start_ts + ab.start_day * DAY].reset_index(drop=True)
-    arms = [make_scorer(spec, history, schema, seed + i) for i, spec in enumerate((control, treatment))]
+    arms = make_scorers((control, treatment), history, schema, seed, progress=progress)
     result = simulate_ab(world, history, arms[0], arms[1], ab, progress=progress)
     snaps = ab_snapshots(result, world.start_ts, name=f"{control} vs {treatment}")
     out = Path(reports_dir)

@@ -1,4 +1,4 @@
-from typing import Optional
+from typing import Any, Optional
 
 from zenml import pipeline
 
@@ -17,6 +17,13 @@ def data_pipeline(
     reports_dir: str = "reports/validation",
 ) -> None:
     """ingest -> validate (Great Expectations) -> time split."""
+    data_steps(dataset, users, seed, path, max_quarantine_share, reports_dir)
+
+
+def data_steps(
+    dataset: str, users: int, seed: int, path: Optional[str], max_quarantine_share: float, reports_dir: str
+) -> tuple[Any, Any]:
+    """The data stages, shared by every pipeline that starts from a raw log; returns (split log, schema)."""
     raw, schema = ingest(dataset=dataset, users=users, seed=seed, path=path)
     clean, _, _ = validate(raw, schema, max_quarantine_share=max_quarantine_share, reports_dir=reports_dir)
-    split(clean)
+    return split(clean), schema

@@ -32,8 +32,8 @@ def monitor_pipeline(
             users=ab.get("users", 2_000),
             seed=ab.get("seed", 0),
             ab_config=ab.get("config"),
-            control=ab.get("control", "logreg"),
-            treatment=ab.get("treatment", "temporal"),
+            control=ab.get("control", "ranker:base"),
+            treatment=ab.get("treatment", "ranker:iat"),
             workspace=workspace,
             reports_dir=reports_dir,
         )

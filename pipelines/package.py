@@ -1,29 +1,55 @@
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 from zenml import Model, pipeline
 from zenml.client import Client
+from zenml.models import ModelVersionResponse
 
 from steps.package import PACKAGES_DIR, build_bento_step, build_serving_package
 
+SOURCE_PREFIX = "iat-source-"
 
-def package_pipeline(ranker: str, ranker_version: Optional[str] = None, source: str = "temporal", source_version: Optional[str] = None, **params: Any) -> Any:
-    """Package ranker model version ``iat-ranker-<ranker>`` (latest by default) with source model version
-    ``iat-source-<source>`` (latest by default) and that version's token store into a Bento. The package and
-    the Bento are linked to the ranker's model version, whose name and number the Bento's tag and labels carry."""
+
+def source_of(ranker_mv: ModelVersionResponse, source: Optional[str], source_version: Optional[str]) -> Tuple[str, str]:
+    """The source model version whose bundle made the ranker's tokens: the kind from the ranker's token source
+    (unless given), the version whose ``source_bundle`` carries the same weights hash (unless given)."""
+    client = Client()
+    token_source = ranker_mv.get_artifact("ranker").load().config.get("token_source")
+    if source is None:
+        if token_source is None:
+            raise ValueError(f"{ranker_mv.model.name} reads no tokens: name the source model for ingest with --source")
+        source = token_source["model"].removeprefix(SOURCE_PREFIX).removesuffix("-post-sit")
+    if source_version is not None or token_source is None:
+        return source, client.get_model_version(f"{SOURCE_PREFIX}{source}", source_version).name
+    try:
+        versions = client.list_model_versions(model_name_or_id=f"{SOURCE_PREFIX}{source}", sort_by="desc:number", size=1000)
+    except KeyError:  # no such model at all
+        versions = []
+    for mv in versions:
+        art = mv.get_artifact("source_bundle")
+        if art is not None and art.run_metadata.get("version") == token_source["version"]:
+            return source, mv.name
+    raise ValueError(f"no version of {SOURCE_PREFIX}{source} holds the source bundle {token_source['version']} the ranker's tokens came from")
+
+
+def package_pipeline(ranker: str, ranker_version: Optional[str] = None, source: Optional[str] = None, source_version: Optional[str] = None, **params: Any) -> Any:
+    """Package ranker model version ``iat-ranker-<ranker>`` (latest by default) with the source model version
+    that made its tokens (found from the ranker, unless given) and that version's token store into a Bento.
+    The package and the Bento are linked to the ranker's model version, whose name and number the Bento's tag
+    and labels carry."""
     mv = Client().get_model_version(f"iat-ranker-{ranker}", ranker_version)
-    smv = Client().get_model_version(f"iat-source-{source}", source_version)
+    source, source_version = source_of(mv, source, source_version)
     model = Model(name=mv.model.name, version=mv.name)
-    return _package_pipeline.with_options(model=model)(ranker=ranker, ranker_version=mv.name, source=source, source_version=smv.name, **params)
+    return _package_pipeline.with_options(model=model)(ranker=ranker, ranker_version=mv.name, source=source, source_version=source_version, **params)
 
 
 @pipeline(enable_cache=False)
 def _package_pipeline(ranker: str, ranker_version: str, source: str, source_version: str, packages_dir: str = PACKAGES_DIR) -> None:
     """ranker + source bundle + token store (read from their model versions, for lineage) -> serving package -> Bento."""
     rmv = Client().get_model_version(f"iat-ranker-{ranker}", ranker_version)
-    smv = Client().get_model_version(f"iat-source-{source}", source_version)
+    smv = Client().get_model_version(f"{SOURCE_PREFIX}{source}", source_version)
     arts = {"ranker": rmv.get_artifact("ranker"), "source_bundle": smv.get_artifact("source_bundle"), "token_store": smv.get_artifact("token_store")}
     missing = [k for k, v in arts.items() if v is None]
     if missing:
-        raise ValueError(f"cannot package iat-ranker-{ranker}:{ranker_version} with iat-source-{source}:{source_version}: no {missing} artifact")
+        raise ValueError(f"cannot package iat-ranker-{ranker}:{ranker_version} with {SOURCE_PREFIX}{source}:{source_version}: no {missing} artifact")
     pkg = build_serving_package(arts["ranker"], arts["source_bundle"], arts["token_store"], packages_dir=packages_dir)
     build_bento_step(pkg)

@@ -2,10 +2,8 @@ from typing import Any, Dict, Optional
 
 from zenml import Model, pipeline
 
-from steps.ingest import ingest
-from steps.split import split
+from pipelines.data import data_steps
 from steps.train_source import train_source
-from steps.validate import validate
 
 
 def source_pipeline(kind: str = "temporal", **params: Any) -> Any:
@@ -28,7 +26,5 @@ def _source_pipeline(
     n_boot: int = 200,
 ) -> None:
     """ingest -> validate -> time split -> train_source (the data steps are shared with the data pipeline)."""
-    raw, schema = ingest(dataset=dataset, users=users, seed=seed, path=path)
-    clean, _, _ = validate(raw, schema, max_quarantine_share=max_quarantine_share, reports_dir=reports_dir)
-    split_df = split(clean)
+    split_df, schema = data_steps(dataset, users, seed, path, max_quarantine_share, reports_dir)
     train_source(split_df, schema, kind=kind, model_config=model_config, train_config=train_config, n_boot=n_boot)

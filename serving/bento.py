@@ -19,16 +19,20 @@ BENTO_PREFIX = "iat-ranker"
 _CODE = ("iat", "serving")
 
 
-def bento_name(ranker_name: str) -> str:
-    """A valid Bento name for a ranker (lowercase letters, digits, '-', '_', '.')."""
-    slug = re.sub(r"[^a-z0-9._-]+", "-", ranker_name.lower()).strip("-._")
-    return f"{BENTO_PREFIX}-{slug}" if slug else BENTO_PREFIX
+def _slug(s: str) -> str:
+    return re.sub(r"[^a-z0-9._-]+", "-", s.lower()).strip("-._")
+
+
+def bento_name(model_name: str) -> str:
+    """A valid Bento name (lowercase letters, digits, '-', '_', '.') for a ranker's ZenML model name, starting
+    with ``iat-ranker`` so that ``latest_bento`` finds it."""
+    slug = _slug(model_name)
+    return slug if slug.startswith(BENTO_PREFIX) else f"{BENTO_PREFIX}-{slug}".rstrip("-")
 
 
 def bento_version(model_version: str, ranker_version: str) -> str:
     """``mv<ZenML model version>-<ranker weights hash>``: the same model version and weights give the same tag."""
-    slug = re.sub(r"[^a-z0-9._-]+", "-", str(model_version).lower()).strip("-._")
-    return f"mv{slug}-{ranker_version}"
+    return f"mv{_slug(str(model_version))}-{ranker_version}"
 
 
 def build_bento(package_dir: str | Path, name: str, version: str, labels: dict[str, str] | None = None, bentofile: Path = BENTOFILE) -> bentoml.Bento:

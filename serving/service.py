@@ -18,7 +18,8 @@ batchable API takes and returns a list). So ``rank`` validates its request, then
 ``score_batch`` API through the service's own client (``self.to_async``: an in-process ASGI call, no socket),
 where BentoML's dispatcher gathers the requests of concurrent callers into one list: the core scores all their
 candidates in a single forward pass and the results go back to each caller. The batch unit is a request
-(its candidates travel together), ``max_batch_size`` bounds requests per forward pass.
+(its candidates travel together); ``IAT_MAX_BATCH_REQUESTS`` (default 4) bounds requests per forward pass.
+Other environment: ``IAT_TORCH_THREADS`` (intra-op threads, default 1).
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import bentoml
+from prometheus_client import Counter, Histogram
 from starlette.responses import JSONResponse
 
 from iat.serving_core import RequestError, ServingCore
 from serving.api_models import (
-    CandidateScore,
     IngestResponse,
     Instance,
     LabelRequest,
@@ -44,16 +45,16 @@ from serving.api_models import (
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PACKAGE = "package"
-MAX_BATCH_REQUESTS = int(os.environ.get("IAT_MAX_BATCH_REQUESTS", "16"))
+# Requests per forward pass. On CPU a request of 100 candidates x L=256 is already a big batch: scoring 4 together
+# cost 12% more per request than one alone, 8 or more nearly 2x (memory-bound), so the cap stays small (bench/).
+MAX_BATCH_REQUESTS = int(os.environ.get("IAT_MAX_BATCH_REQUESTS", "4"))
 
-_INGESTED = bentoml.metrics.Counter(name="iat_ingested_instances", documentation="instances appended to the token store by /ingest")
-_LABELS = bentoml.metrics.Counter(name="iat_delayed_labels", documentation="delayed conversion labels recorded by /label")
-_CANDIDATES = bentoml.metrics.Histogram(
-    name="iat_rank_candidates", documentation="candidates per /rank request", buckets=(1, 10, 50, 100, 200, 512)
-)
-_HISTORY = bentoml.metrics.Histogram(
-    name="iat_history_tokens", documentation="instance tokens fetched per /rank request", buckets=(0, 1, 8, 32, 64, 128, 256, 512)
-)
+# prometheus_client directly (BentoML 1.4 deprecates bentoml.metrics): BentoML starts its workers with
+# PROMETHEUS_MULTIPROC_DIR set, so these land in the same /metrics output as BentoML's own.
+_INGESTED = Counter("iat_ingested_instances", "instances appended to the token store by /ingest")
+_LABELS = Counter("iat_delayed_labels", "delayed conversion labels recorded by /label")
+_CANDIDATES = Histogram("iat_rank_candidates", "candidates per /rank request", buckets=(1, 10, 50, 100, 200, 512))
+_HISTORY = Histogram("iat_history_tokens", "instance tokens fetched per /rank request", buckets=(0, 1, 8, 32, 64, 128, 256, 512))
 
 
 def package_path() -> Path:
@@ -71,13 +72,20 @@ def _error(e: RequestError) -> JSONResponse:
     workers=1,  # one process owns the model and the writer side of the store; scale out with replicas
     threads=2,  # score_batch and ingest / label may run side by side
     traffic={"timeout": 30, "max_concurrency": 256},
+    # rank -> score_batch goes through the service's own client, an aiohttp session over an in-process ASGI
+    # connector. BentoML 1.4.39 replaces that session every 100 requests and closes the old one under requests
+    # still in flight on it, which then fail (bentoml/BentoML#5540, #5544; seen here as ~2% 500s at 8 clients).
+    # In-process there is no stale connection to guard against, so the session is kept for the process's life.
+    runner_connection={"max_requests": 2**31 - 1, "max_age": 1e12},
     metrics={"enabled": True, "namespace": "bentoml"},
 )
 class IATRanker:
     def __init__(self) -> None:
         import torch
 
-        torch.set_num_threads(int(os.environ.get("IAT_TORCH_THREADS", os.cpu_count() or 1)))
+        # One intra-op thread by default: the service's parallelism is across requests (adaptive batches, two API
+        # threads), and on a busy 2-core machine two intra-op threads scored a 100 x 256 batch 10x slower than one.
+        torch.set_num_threads(int(os.environ.get("IAT_TORCH_THREADS", "1")))
         self.core = ServingCore.load(package_path(), store=os.environ.get("IAT_TOKEN_STORE"))
 
     def __is_ready__(self) -> bool:
@@ -89,25 +97,40 @@ class IATRanker:
 
     @bentoml.api(route="/rank")
     async def rank(self, request: RankRequest, /) -> RankResponse:
-        q = request.model_dump()
-        q["ts"] = int(time.time()) if q["ts"] is None else q["ts"]
+        if request.ts is None:
+            request = request.model_copy(update={"ts": int(time.time())})
         try:
-            self.core.check_query(q)
+            self.core.check_query(request.model_dump())  # fail fast, before taking a place in a batch
         except RequestError as e:
             return _error(e)  # type: ignore[return-value]
-        (out,) = await self.to_async.score_batch([q])  # type: ignore[attr-defined]  # set by BentoML at start-up
+        (out,) = await self.to_async.score_batch([request])  # type: ignore[attr-defined]  # set by BentoML at start-up
         _CANDIDATES.observe(len(request.candidates))
         _HISTORY.observe(out["history_tokens"])
-        return RankResponse(user_id=request.user_id, ts=q["ts"], **out)
+        return RankResponse(user_id=request.user_id, ts=request.ts, **out)
 
     @bentoml.api(route="/score_batch", batchable=True, max_batch_size=MAX_BATCH_REQUESTS, max_latency_ms=30_000)
-    def score_batch(self, queries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Internal: the batch unit of ``/rank`` (validated queries with their ts set); call ``/rank`` instead."""
+    def score_batch(self, requests: list[RankRequest]) -> list[dict[str, Any]]:
+        """The batch unit of ``/rank`` (call ``/rank`` instead): all valid requests of a batch are scored in one
+        forward pass; an invalid one gets ``{"error", "loc"}`` in its place and spoils nobody else's answer."""
+        queries = [r.model_dump() for r in requests]
+        errors: dict[int, RequestError] = {}
+        for i, q in enumerate(queries):
+            q["ts"] = int(time.time()) if q["ts"] is None else q["ts"]
+            try:
+                self.core.check_query(q)
+            except RequestError as e:
+                errors[i] = e
+        valid = [q for i, q in enumerate(queries) if i not in errors]
+        scored = iter(self.core.score_frame(self.core.query_frame(valid)).split([len(q["candidates"]) for q in valid]) if valid else [])
         version = str(self.core.ranker.config["version"])
-        out = []
-        for q, s in zip(queries, self.core.score_queries(queries)):
-            scores = [CandidateScore(item_id=c["item_id"], p_ctr=float(p), p_cvr=float(v)) for c, p, v in zip(q["candidates"], s.p_ctr, s.p_cvr)]
-            out.append({"model_version": version, "history_tokens": int(s.tokens[0]), "history_clicks": int(s.clicks[0]), "scores": [x.model_dump() for x in scores]})
+        out: list[dict[str, Any]] = []
+        for i, q in enumerate(queries):
+            if i in errors:
+                out.append({"error": str(errors[i]), "loc": list(errors[i].loc)})
+                continue
+            s = next(scored)
+            scores = [{"item_id": c["item_id"], "p_ctr": float(p), "p_cvr": float(v)} for c, p, v in zip(q["candidates"], s.p_ctr, s.p_cvr)]
+            out.append({"model_version": version, "history_tokens": int(s.tokens[0]), "history_clicks": int(s.clicks[0]), "scores": scores})
         return out
 
     @bentoml.api(route="/ingest")

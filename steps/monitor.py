@@ -41,8 +41,8 @@ def ab_test(
     users: int = 2_000,
     seed: int = 0,
     ab_config: Optional[Dict[str, Any]] = None,
-    control: str = "logreg",
-    treatment: str = "temporal",
+    control: str = "ranker:base",
+    treatment: str = "ranker:iat",
     workspace: Optional[str] = None,
     reports_dir: str = "reports/monitoring",
 ) -> Tuple[Annotated[HTMLString, "ab_test_report"], Annotated[Dict[str, Any], "ab_summary"]]:

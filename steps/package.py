@@ -31,8 +31,9 @@ def build_serving_package(
 
 @step(enable_cache=False, output_materializers={"bento": BentoMaterializer})
 def build_bento_step(serving_package: Dict[str, Any]) -> Annotated[Bento, "bento"]:
-    """``bentoml build`` of the package (deploy/bentofile.yaml): tag ``iat-ranker-<name>:mv<model version>-<weights>``."""
-    name = bento_name(serving_package["ranker_name"])
+    """``bentoml build`` of the package (deploy/bentofile.yaml), tagged ``<ZenML model>:mv<model version>-<weights hash>``
+    (the model is ``iat-ranker-<spec name>``)."""
+    name = bento_name(serving_package["zenml_model"])
     version = bento_version(serving_package["zenml_model_version"], serving_package["ranker_version"])
     bento = build_bento(serving_package["path"], name, version)
     log_metadata({"bento_tag": str(bento.tag), "bento_path": str(bento.path)}, infer_model=True)

@@ -22,12 +22,14 @@ import pandas as pd
 from iat.data.split import add_split
 from iat.data.synthetic import generate
 from iat.downstream import DownstreamData, DownstreamSpec, RankerBundle, train_downstream
+from iat.history import HistoryAssembler
+from iat.models.batching import RowBatches
 from iat.models.registry import SourceBundle, train_source
 from iat.schema import Schema
 from iat.serving_package import write_package
 from iat.tokens.materialize import materialize
 from iat.tokens.store import TokenStore
-from iat.train import TrainConfig
+from iat.train import TrainConfig, predict_all
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_SOURCE = {"d_e": 4, "d_group": 8, "cross_layers": 1, "cross_rank": 8, "hidden": [32, 32], "D": 16, "decompress": [16]}
@@ -62,6 +64,15 @@ def built() -> Built:
     ranker, _ = train_downstream(data, spec, TokenStore.open(store), cfg)
     pkg = write_package(root / "package", ranker, source, store, labels={"zenml_model": "iat-ranker-t", "zenml_model_version": "test"})
     return Built(root, df, schema, data, source, ranker, store, pkg.root)
+
+
+def offline_scores(b: Built, rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The trained ranker scoring ``rows`` as evaluation does (the training store and the log's click index).
+    ``rows`` must be in (ts, instance_id) order, the order RowBatches scores them in."""
+    assert rows.set_index(["ts", "instance_id"]).index.is_monotonic_increasing
+    spec = b.ranker.spec
+    asm = HistoryAssembler(b.data.encoder, TokenStore.open(b.store), b.data.clicks, L=spec.L, base_L=spec.base_L)
+    return predict_all(b.ranker.model, RowBatches(b.data.encoder.transform(rows), 64, assemble=asm.batch))
 
 
 def _py(v: Any) -> Any:
@@ -117,8 +128,9 @@ class Service:
             time.sleep(0.5)
         raise TimeoutError(f"service not ready after {timeout} s:\n{self.logs()}")
 
-    def logs(self) -> str:
-        return Path(self.log.name).read_text()[-5000:]
+    def logs(self, full: bool = False) -> str:
+        text = Path(self.log.name).read_text()
+        return text if full else text[-5000:]
 
     def alive(self) -> bool:
         return self.proc.poll() is None

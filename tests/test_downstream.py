@@ -9,6 +9,7 @@ from iat.data.split import add_split
 from iat.data.synthetic import generate
 from iat.downstream import DownstreamData, DownstreamSpec, load_ranker, save_ranker, train_downstream
 from iat.history import HistoryAssembler
+from iat.models.batching import RowBatches
 from iat.models.registry import train_source
 from iat.tokens import TokenStore
 from iat.tokens.materialize import materialize
@@ -116,8 +117,6 @@ def test_ranker_bundle_round_trip(setup):
     bundle, _ = train_downstream(data, spec, stores["user_order"], TrainConfig(epochs=1, threads=1, progress=False))
     back = load_ranker(save_ranker(bundle, tmp / "ranker"))
     asm = HistoryAssembler(data.encoder, stores["user_order"], data.clicks, L=16, base_L=32)
-    from iat.history import RequestBatches
-
-    src = RequestBatches(data.encoder.transform(data.df[data.split == "test"]), asm, 512, shuffle=False)
+    src = RowBatches(data.encoder.transform(data.df[data.split == "test"]), 512, assemble=asm.batch)
     np.testing.assert_allclose(predict_all(bundle.model, src)["p"], predict_all(back.model, src)["p"], rtol=0, atol=1e-6)
     assert back.config["token_source"] == stores["user_order"].source

@@ -7,13 +7,13 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
-from iat.history import ClickIndex, HistoryAssembler, RequestBatches
+from iat.history import ClickIndex
 from iat.serving_core import ConflictError, NotFoundError, RequestError, ServingCore, _with_click
 from iat.serving_package import read_package, snapshot_store, write_package
 from iat.tokens import SourceMismatchError, TokenStore
-from iat.train import predict_all
-from tests._serving import built, instance_of, query_of
+from tests._serving import built, instance_of, offline_scores, query_of
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,7 @@ def _test_rows(b, n=200):
 def test_core_scores_equal_offline_scores(b, core):
     """Parity: requests built from logged rows score exactly as train_downstream's model scores those rows."""
     rows = _test_rows(b)
-    asm = HistoryAssembler(b.data.encoder, TokenStore.open(b.store), b.data.clicks, L=b.ranker.spec.L, base_L=b.ranker.spec.base_L)
-    offline = predict_all(b.ranker.model, RequestBatches(b.data.encoder.transform(rows), asm, 64, shuffle=False))
+    offline = offline_scores(b, rows)
     served = core.score_queries([query_of(r, b.schema) for _, r in rows.iterrows()])
     np.testing.assert_allclose(np.concatenate([s.p_ctr for s in served]), offline["p"], rtol=0, atol=1e-6)
     np.testing.assert_allclose(np.concatenate([s.p_cvr for s in served]), offline["p_conv"], rtol=0, atol=1e-6)
@@ -50,6 +49,17 @@ def test_batched_queries_score_as_single_ones(b, core):
         alone = core.rank(q["user_id"], q["ts"], q["context"], q["candidates"], q["domain"])
         assert len(s.p_ctr) == len(q["candidates"])
         np.testing.assert_allclose(s.p_ctr, alone.p_ctr, atol=1e-6)
+
+
+def test_shared_history_equals_per_row_assembly(b, core):
+    """Candidates of one request share one fetched history; the batch equals HistoryAssembler's row by row."""
+    q = query_of(_test_rows(b, 1).iloc[0], b.schema, extra_items=b.df.iloc[:30])
+    frame = b.ranker.encoder.transform(core.query_frame([q]))
+    view = core.view()
+    shared, per_row = core.assemble(view, frame), view.assembler.batch(frame)
+    assert shared.keys() == per_row.keys() and "tok" in shared
+    for k in shared:
+        assert torch.equal(shared[k].nan_to_num(-9), per_row[k].nan_to_num(-9)), k  # conversion is NaN: no label
 
 
 def test_missing_features_are_oov_and_zero(b, core):

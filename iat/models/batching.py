@@ -10,7 +10,7 @@ user_id, item_id, ts, instance_id, domain.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -28,7 +28,14 @@ def frame_batch(frame: EncodedFrame) -> dict[str, torch.Tensor]:
 class RowBatches:
     """A ``BatchSource`` over the rows of an ``EncodedFrame``."""
 
-    def __init__(self, frame: EncodedFrame, batch_size: int, seed: int = 0, order: str = "time"):
+    def __init__(
+        self,
+        frame: EncodedFrame,
+        batch_size: int,
+        seed: int = 0,
+        order: str = "time",
+        assemble: Callable[[EncodedFrame], dict[str, torch.Tensor]] = frame_batch,
+    ):
         if batch_size < 1:
             raise ValueError(f"RowBatches: batch_size must be >= 1, got {batch_size}")
         if order not in ORDERS:
@@ -38,6 +45,7 @@ class RowBatches:
         # Sorted once, so a time-ordered batch is a contiguous slice (no copy per batch).
         self.frame = frame.take(np.lexsort((frame.instance_id, frame.ts)))
         self.batch_size, self.seed, self.order = batch_size, seed, order
+        self.assemble = assemble  # frame slice -> batch dict (downstream models add the user's histories)
 
     def __len__(self) -> int:
         return math.ceil(len(self.frame) / self.batch_size)
@@ -48,4 +56,4 @@ class RowBatches:
         for start in range(0, n, self.batch_size):
             sl = slice(start, min(start + self.batch_size, n))
             idx = sl if perm is None else perm[sl]
-            yield frame_batch(self.frame.take(idx))
+            yield self.assemble(self.frame.take(idx))

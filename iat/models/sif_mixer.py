@@ -31,6 +31,9 @@ DEFAULTS: dict[str, Any] = {
     "max_len": 256,
     "mixer": "axial",  # axial | flat
     "side_labels": True,
+    # The paper mean-pools the target row over its T sub-tokens; at d_model 16-32 that squeezes the whole
+    # request into one d-vector, so "concat" (T x d into the head) is the default and "mean" the paper's form.
+    "pool": "concat",
     "hidden": [128],
     "cvr_weight": 1.0,
 }
@@ -80,7 +83,9 @@ class SIFMixer(nn.Module):
         else:
             self.blocks = nn.ModuleList([_PreLNBlock(d, cfg["heads"], 4 * d) for _ in range(cfg["blocks"])])
         self.ln = nn.LayerNorm(d)
-        self.top = mlp([d, *cfg["hidden"]], last_act=True)
+        if cfg["pool"] not in ("concat", "mean"):
+            raise ValueError(f"SIFMixer: pool must be concat or mean, got '{cfg['pool']}'")
+        self.top = mlp([d * (T if cfg["pool"] == "concat" else 1), *cfg["hidden"]], last_act=True)
         self.head_click = nn.Linear(cfg["hidden"][-1], 1)
         self.head_conv = nn.Linear(cfg["hidden"][-1], 1)
 
@@ -114,7 +119,8 @@ class SIFMixer(nn.Module):
             for blk in self.blocks:
                 flat = blk(flat, key_pad=pad)
             x = flat.reshape(B, L + 1, T, d)
-        h = self.top(self.ln(x[:, 0]).mean(dim=1))
+        target_out = self.ln(x[:, 0])  # [B, T, d]
+        h = self.top(target_out.flatten(1) if self.config["pool"] == "concat" else target_out.mean(dim=1))
         return {"click_logit": self.head_click(h).squeeze(-1), "conv_logit": self.head_conv(h).squeeze(-1), "h_target": h_target}
 
     def loss(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
