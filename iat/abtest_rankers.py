@@ -40,7 +40,6 @@ TOKEN_SOURCES = ("user_order", "temporal")  # source models of dense tokens (the
 BASE_SPEC = DownstreamSpec("base-din", config={"seq": "din"})
 IAT_L = 32
 MAX_PARTS = 16  # appended segments before an arm's store is compacted (fetch merges every part)
-_CLICK_COLUMNS = ("user_id", "ts", "instance_id", "item_id")  # and the category, from the schema's column
 
 
 def parse_ranker_spec(spec: str) -> str | None:
@@ -54,13 +53,6 @@ def parse_ranker_spec(spec: str) -> str | None:
     if kind not in TOKEN_SOURCES:
         raise ValueError(f"ranker spec '{spec}': source kind '{kind}' does not make dense tokens; expected one of {TOKEN_SOURCES}")
     return kind
-
-
-def _click_arrays(rows: pd.DataFrame, category_column: str | None) -> dict[str, np.ndarray]:
-    clicked = rows[rows["click"].to_numpy() == 1]
-    out = {c: clicked[c].to_numpy(np.int64) for c in _CLICK_COLUMNS}
-    out["category"] = clicked[category_column].to_numpy(np.int64) if category_column else np.full(len(clicked), -1, np.int64)
-    return out
 
 
 class RankerScorer:
@@ -89,14 +81,17 @@ class RankerScorer:
                 self._tmp = tempfile.TemporaryDirectory(prefix="iat-ab-arm-")
                 store_dir = Path(self._tmp.name) / "store"
             self.store = TokenStore.open(snapshot_store(store.root, store_dir))
-        self._clicks = _click_arrays(history, self.category_column)
+        self._clicked = self._clicked_rows(history)
         self._rebuild(clicks=True)
+
+    def _clicked_rows(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """The clicked rows, only the columns the click index reads."""
+        cols = ["user_id", "ts", "instance_id", "item_id", "click"] + ([self.category_column] if self.category_column else [])
+        return rows.loc[rows["click"].to_numpy() == 1, cols]
 
     def _rebuild(self, clicks: bool) -> None:
         if clicks:
-            c = self._clicks
-            ones = np.ones(len(c["ts"]), np.int8)
-            self.clicks = ClickIndex.from_rows(c["user_id"], c["ts"], c["instance_id"], c["item_id"], c["category"], ones)
+            self.clicks = ClickIndex.from_frame(self._clicked, self.category_column)
         spec = self.bundle.spec
         self.assembler = HistoryAssembler(self.bundle.encoder, self.store, self.clicks, L=spec.L, base_L=spec.base_L)
 
@@ -114,9 +109,9 @@ class RankerScorer:
         """Append the arm's shown impressions (with their drawn clicks) to what its next requests read."""
         if len(rows) == 0:
             return
-        new = _click_arrays(rows, self.category_column)
-        if len(new["ts"]):
-            self._clicks = {k: np.concatenate([v, new[k]]) for k, v in self._clicks.items()}
+        new = self._clicked_rows(rows)
+        if len(new):
+            self._clicked = pd.concat([self._clicked, new], ignore_index=True)
         if self.store is not None:
             assert self.source is not None
             self.store = self.store.append(

@@ -66,11 +66,7 @@ class DownstreamData:
             raise ValueError(f"the log has no '{SPLIT_COLUMN}' column: run the time split first")
         split = df[SPLIT_COLUMN].to_numpy()
         encoder = FeatureEncoder.fit(df[split == "train"], schema)
-        cat = schema.category_column
-        clicks = ClickIndex.from_rows(
-            df["user_id"].to_numpy(), df["ts"].to_numpy(), df["instance_id"].to_numpy(), df["item_id"].to_numpy(),
-            df[cat].to_numpy(np.int64) if cat else np.full(len(df), -1), df["click"].to_numpy(),
-        )  # fmt: skip
+        clicks = ClickIndex.from_frame(df, schema.category_column)
         return cls(df, encoder, split, clicks)
 
 

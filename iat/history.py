@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
 from iat.features import DOMAIN_FIELD, EncodedFrame, FeatureEncoder
@@ -49,6 +50,13 @@ class ClickIndex:
         users, starts, counts = np.unique(u, return_index=True, return_counts=True)
         offsets = np.append(starts, len(u)).astype(np.int64)
         return cls(users, offsets, ts, item, cat, int(counts.max()) if len(counts) else 0)
+
+    @classmethod
+    def from_frame(cls, df: pd.DataFrame, category_column: str | None) -> "ClickIndex":
+        """From instance-log rows (ids, ts, click and the schema's category column)."""
+        cat = df[category_column].to_numpy(np.int64) if category_column else np.full(len(df), -1, np.int64)
+        cols = (df[c].to_numpy(np.int64) for c in ("user_id", "ts", "instance_id", "item_id"))
+        return cls.from_rows(*cols, cat, df["click"].to_numpy())
 
     @classmethod
     def from_store(cls, store: TokenStore) -> "ClickIndex":
