@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch==2.13.0 is pinned in pyproject.toml: it resolves to the CPU build, not a multi-GB CUDA one.
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e ".[test,stacks]"
 	# MovieLens-100k carrier: the recbole wheel ships ml-100k; we read its files, never import it.
 	$(BIN)/pip install -q --no-deps recbole==1.2.1
 	touch $(STAMP)

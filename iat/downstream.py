@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from iat import distributed as dist
 from iat.features import FeatureEncoder
 from iat.history import ClickIndex, HistoryAssembler
 from iat.models.batching import RowBatches
@@ -127,22 +128,34 @@ def train_downstream(
     tokenizer: HGAQTokenizer | None = None,
     n_boot: int = 0,
     eval_splits: tuple[str, ...] = ("valid", "test"),
+    task: str = "click",
 ) -> tuple[RankerBundle, dict[str, Any]]:
-    """Train ``spec`` on the train split; returns the bundle (best valid epoch) and its metrics per split."""
+    """Train ``spec`` on the train split; returns the bundle (best valid epoch) and its metrics per split.
+
+    ``task``: what the valid-split model selection and the metrics score, ``click`` (pCTR) or ``conversion``
+    (pCVR on clicked rows); the model always trains both heads.
+
+    Under DDP (``iat.distributed``) every rank passes the same ``data`` and trains and scores its users' rows,
+    ``cfg.batch_size`` rows per step over all ranks; histories come from the whole log, as with one process."""
     seed_everything(cfg.seed)
     model = build_model(spec, data.encoder, store, tokenizer)
     assembler = HistoryAssembler(data.encoder, store, data.clicks, L=spec.L, base_L=spec.base_L)
+    mine = np.zeros(len(data.df), bool)
+    mine[dist.shard_rows(data.df["user_id"].to_numpy(), data.split == "train")] = True
+    bs = dist.local_batch_size(cfg.batch_size)
 
     def source(split: str, train: bool) -> RowBatches:
-        frame = data.encoder.transform(data.df.iloc[np.flatnonzero(data.split == split)])
-        return RowBatches(frame, cfg.batch_size, cfg.seed, "shuffle" if train else "time", assemble=assembler.batch)
+        frame = data.encoder.transform(data.df.iloc[np.flatnonzero((data.split == split) & mine)])
+        return RowBatches(frame, bs, cfg.seed, "shuffle" if train else "time", assemble=assembler.batch)
 
-    result = fit(model, source("train", True), source("valid", False), cfg)
-    metrics: dict[str, Any] = {s: evaluate_model(model, source(s, False), n_boot=n_boot, seed=cfg.seed) for s in eval_splits}
+    result = fit(model, source("train", True), source("valid", False), cfg, task=task)
+    metrics: dict[str, Any] = {s: evaluate_model(model, source(s, False), n_boot=n_boot, seed=cfg.seed, task=task) for s in eval_splits}
     metrics.update(
         spec=asdict(spec),
+        task=task,
         best_epoch=result.best_epoch,
         samples_per_s=result.samples_per_s,
+        processes=dist.world_size(),
         params=sum(p.numel() for p in model.parameters() if p.requires_grad),
     )
     train = asdict(cfg)

@@ -23,6 +23,7 @@ from iat.downstream import DownstreamData, DownstreamSpec, train_downstream
 from iat.experiments import MatrixRun, base_of, format_table, matrix_specs, relative_table
 from iat.metrics import auc
 from iat.models.registry import load_bundle, save_bundle, train_source
+from iat.schema import Schema
 from iat.tokens.materialize import materialize
 from iat.tokens.store import TokenStore
 from iat.train import TrainConfig
@@ -36,12 +37,17 @@ TABLE_TITLES = {
 }
 
 
-def prepare(work: Path, dataset: dict[str, Any], source_train: dict[str, Any], threads: int = 1) -> None:
+def prepare_data(work: Path, dataset: dict[str, Any]) -> tuple[pd.DataFrame, Schema]:
+    """The data set (``dataset``, ``users``, ``seed``, ``path``) with its time split, written once to ``work/data``."""
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "data" / "instances.parquet").is_file():
         df, schema = load_dataset(dataset["dataset"], users=dataset.get("users", 2_000), seed=dataset.get("seed", 0), path=dataset.get("path"))
         write_dataset(work / "data", add_split(df), schema)
-    df, schema = read_dataset(work / "data")
+    return read_dataset(work / "data")
+
+
+def prepare(work: Path, dataset: dict[str, Any], source_train: dict[str, Any], threads: int = 1) -> None:
+    df, schema = prepare_data(work, dataset)
     for kind in ("temporal", "user_order", "hgaq"):
         folder = work / "sources" / kind
         if not (folder / "config.json").is_file():  # resumable: finished stages are kept

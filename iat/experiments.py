@@ -138,6 +138,8 @@ def format_table(df: pd.DataFrame, title: str) -> str:
         if not isinstance(v, tuple):
             return "—"
         m, lo, hi = v
+        if np.isnan(lo):  # one seed: no interval
+            return f"{m:+.2f}%"
         return f"{m:+.2f}% [{lo:+.2f}, {hi:+.2f}]"
 
     has_gap = "gap_closed" in df.columns

@@ -8,16 +8,21 @@ skipping the batches already done on resume yields exactly the batches an uninte
 Resume: a checkpoint holds the model, the optimizer, the torch / numpy / python RNG states, the epoch, the number
 of batches done in it, the best weights so far and the history. ``fit`` on a directory holding one continues
 from there and ends with the same weights, bit for bit, as a run that was never interrupted (same threads).
+
+Distributed (``iat.distributed``, under torchrun): the same ``fit`` on every rank, each with its shard of users'
+batches; DDP averages the gradients, validation metrics are computed over all ranks' predictions (so every rank
+takes the same early-stopping decision), and only rank 0 writes the checkpoint (with every rank's RNG states).
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +32,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from iat import distributed as dist
 from iat.metrics import evaluate
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -41,7 +47,7 @@ class TrainConfig:
     patience: int = 1  # early stopping: stop after this many epochs without a valid AUC improvement (0: never)
     seed: int = 0
     checkpoint_every: int = 100  # steps
-    threads: int | None = None  # None -> the cores this process may use
+    threads: int | None = None  # None -> the cores this process may use, shared among the processes on this machine
     progress: bool = True
     grad_clip: float | None = 1.0
 
@@ -83,7 +89,7 @@ def cores() -> int:
 
 
 def set_threads(threads: int | None) -> int:
-    n = threads or cores()
+    n = threads or max(1, cores() // dist.local_world_size())
     torch.set_num_threads(n)
     return n
 
@@ -103,13 +109,14 @@ def batch_samples(batch: dict[str, torch.Tensor]) -> int:
 
 @torch.no_grad()
 def predict_all(model: nn.Module, batches: BatchSource) -> dict[str, np.ndarray]:
-    """Concatenated ``predict`` outputs over a whole source, in eval mode."""
+    """Concatenated ``predict`` outputs over a whole source (this rank's shard under DDP), in eval mode."""
     was_training = model.training
     model.eval()
+    dev = next(model.parameters()).device
     parts: dict[str, list[np.ndarray]] = {}
     try:
         for batch in batches.batches(0):
-            for k, v in model.predict(batch).items():
+            for k, v in model.predict(dist.to_device(batch, dev)).items():
                 parts.setdefault(k, []).append(v.detach().cpu().numpy())
     finally:
         model.train(was_training)
@@ -118,10 +125,29 @@ def predict_all(model: nn.Module, batches: BatchSource) -> dict[str, np.ndarray]
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def evaluate_model(model: nn.Module, batches: BatchSource, n_boot: int = 0, seed: int = 0) -> dict:
-    """AUC, GAUC, LogLoss of the model's pCTR on the source's scored positions (+ user-bootstrap CIs if n_boot)."""
-    out = predict_all(model, batches)
-    return evaluate(out["y"].astype(np.int8), out["p"].astype(np.float64), out["user"], n_boot=n_boot, seed=seed)
+# What ``predict`` returns per task: (score key, label key). Conversion labels are NaN where there is none
+# (not clicked): those rows are left out, so the conversion metrics are pCVR over clicked rows.
+TASK_KEYS: dict[str, tuple[str, str]] = {"click": ("p", "y"), "conversion": ("p_conversion", "y_conversion")}
+
+
+def evaluate_model(model: nn.Module, batches: BatchSource, n_boot: int = 0, seed: int = 0, task: str = "click") -> dict:
+    """AUC, GAUC, LogLoss of the model's pCTR (``task='click'``) or pCVR on clicked rows (``'conversion'``) on the
+    source's scored positions (+ user-bootstrap CIs if n_boot)."""
+    if task not in TASK_KEYS:
+        raise ValueError(f"task must be one of {sorted(TASK_KEYS)}, got '{task}'")
+    # Under DDP every rank scores its shard; rank 0 scores all shards together and shares the metrics.
+    shards = dist.gather_to_main(predict_all(model, batches))
+    if shards is None:
+        return dist.broadcast_from_main({})
+    out = {k: np.concatenate([s[k] for s in shards]) for k in shards[0]}
+    p_key, y_key = TASK_KEYS[task]
+    if p_key not in out or y_key not in out:
+        raise ValueError(f"{type(model).__name__}.predict returns no '{p_key}' / '{y_key}': it cannot be scored on '{task}'")
+    y = out[y_key].astype(np.float64)
+    keep = ~np.isnan(y)
+    if not keep.any():
+        raise ValueError(f"no labelled rows to score '{task}' on")
+    return dist.broadcast_from_main(evaluate(y[keep].astype(np.int8), out[p_key][keep].astype(np.float64), out["user"][keep], n_boot=n_boot, seed=seed))
 
 
 @dataclass
@@ -143,9 +169,11 @@ class _State:
 
 
 def _fingerprint(model: nn.Module, cfg: TrainConfig) -> str:
-    """What must match for a checkpoint to be resumed (epochs may grow; threads and progress do not matter)."""
+    """What must match for a checkpoint to be resumed (epochs may grow; threads and progress do not matter; the
+    world size does: it decides every rank's shard)."""
     keep = {k: v for k, v in asdict(cfg).items() if k not in ("epochs", "threads", "progress", "patience", "checkpoint_every")}
-    return json.dumps({"model": getattr(model, "config", {}), "kind": getattr(model, "kind", ""), "train": keep}, sort_keys=True, default=str)
+    fp = {"model": getattr(model, "config", {}), "kind": getattr(model, "kind", ""), "train": keep, "world": dist.world_size()}
+    return json.dumps(fp, sort_keys=True, default=str)
 
 
 def _rng_states() -> dict[str, Any]:
@@ -158,11 +186,13 @@ def _set_rng_states(s: dict[str, Any]) -> None:
     random.setstate(s["python"])
 
 
-def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, state: _State, best: dict | None, fp: str) -> None:
+def _save_checkpoint(
+    path: Path, model: nn.Module, opt: torch.optim.Optimizer, state: _State, best: dict | None, fp: str, rngs: list[dict[str, Any]]
+) -> None:
     payload = {
         "model": model.state_dict(),
         "optimizer": opt.state_dict(),
-        "rng": _rng_states(),
+        "rng": rngs,  # one per rank
         "state": asdict(state),
         "best_model": best,
         "fingerprint": fp,
@@ -178,13 +208,20 @@ def _load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, f
         raise ValueError(f"checkpoint {path} was written by a different model or training config; delete it or use another checkpoint_dir")
     model.load_state_dict(ck["model"])
     opt.load_state_dict(ck["optimizer"])
-    _set_rng_states(ck["rng"])
+    _set_rng_states(ck["rng"][dist.rank()])
     return _State(**ck["state"]), ck["best_model"]
 
 
-def train_step(model: nn.Module, opt: torch.optim.Optimizer, batch: dict[str, torch.Tensor], grad_clip: float | None) -> dict[str, float]:
+def train_step(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    batch: dict[str, torch.Tensor],
+    grad_clip: float | None,
+    loss_fn: Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]] | None = None,
+) -> dict[str, float]:
+    """One optimizer step; ``loss_fn`` (default ``model.loss``): the DDP-wrapped loss under several processes."""
     opt.zero_grad(set_to_none=True)
-    loss, logs = model.loss(batch)
+    loss, logs = (loss_fn or model.loss)(batch)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"training loss is {loss.item()} (logs: {logs}); lower the learning rate or check the inputs")
     loss.backward()
@@ -200,11 +237,15 @@ def fit(
     valid_batches: BatchSource,
     cfg: TrainConfig,
     checkpoint_dir: str | Path | None = None,
+    task: str = "click",
 ) -> TrainResult:
-    """Train with Adam; after each epoch score valid AUC; stop after ``patience`` epochs without improvement;
-    end with the best epoch's weights loaded. Resumes from ``checkpoint_dir`` when it holds a checkpoint."""
+    """Train with Adam; after each epoch score valid AUC (of ``task``: click, or conversion on clicked rows); stop
+    after ``patience`` epochs without improvement; end with the best epoch's weights loaded. Resumes from
+    ``checkpoint_dir`` when it holds a checkpoint."""
     set_threads(cfg.threads)
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed + dist.rank())  # rank 0 draws what a single process draws
+    dev = dist.device()
+    model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     fp = _fingerprint(model, cfg)
     ck_path: Path | None = None
@@ -215,22 +256,24 @@ def fit(
         ck_path = ck_dir / CHECKPOINT_FILE
         if ck_path.is_file():
             state, best = _load_checkpoint(ck_path, model, opt, fp)
+    loss = dist.loss_fn(model)
+    progress = cfg.progress and dist.is_main()
 
     def checkpoint() -> None:
         if ck_path is not None:
-            _save_checkpoint(ck_path, model, opt, state, best, fp)
+            rngs = dist.gather_to_main(_rng_states())  # a collective: every rank checkpoints at the same steps
+            if rngs is not None:
+                _save_checkpoint(ck_path, model, opt, state, best, fp, rngs)
 
-    n_batches = len(train_batches)
     while not state.finished and state.epoch < cfg.epochs:
         model.train()
-        bar = tqdm(total=n_batches, initial=state.step, desc=f"{getattr(model, 'kind', 'model')} epoch {state.epoch}", disable=not cfg.progress, unit="batch")
+        bar = tqdm(total=len(train_batches), initial=state.step, desc=f"{getattr(model, 'kind', 'model')} epoch {state.epoch}", disable=not progress, unit="batch")
         seconds_before, t0 = state.train_seconds, time.perf_counter()
-        for i, batch in enumerate(train_batches.batches(state.epoch)):
-            if i < state.step:  # done before the crash: the source replays the same batches, so skip them
-                continue
-            logs = train_step(model, opt, batch, cfg.grad_clip)
+        # The first state.step batches were done before the crash: the source replays the same batches, so skip them.
+        for batch in dist.lockstep(itertools.islice(train_batches.batches(state.epoch), state.step, None)):
+            logs = train_step(model, opt, dist.to_device(batch, dev), cfg.grad_clip, loss)
             state.epoch_loss_sum += logs["loss"]
-            state.step, state.global_step = i + 1, state.global_step + 1
+            state.step, state.global_step = state.step + 1, state.global_step + 1
             state.samples += batch_samples(batch)
             state.train_seconds = seconds_before + time.perf_counter() - t0
             bar.update(1)
@@ -239,8 +282,9 @@ def fit(
                 checkpoint()
         bar.close()
 
-        valid = evaluate_model(model, valid_batches)
-        record = {"epoch": state.epoch, "train_loss": state.epoch_loss_sum / max(n_batches, 1), **{f"valid_{k}": v for k, v in valid.items()}}
+        valid = evaluate_model(model, valid_batches, task=task)
+        train_loss = dist.all_sum([state.epoch_loss_sum])[0] / (dist.world_size() * max(state.step, 1))
+        record = {"epoch": state.epoch, "train_loss": train_loss, **{f"valid_{k}": v for k, v in valid.items()}}
         state.history.append(record)
         if valid["auc"] > state.best_auc:
             state.best_auc, state.best_epoch, state.best_valid, state.bad_epochs = valid["auc"], state.epoch, valid, 0
@@ -250,17 +294,18 @@ def fit(
         state.epoch, state.step, state.epoch_loss_sum = state.epoch + 1, 0, 0.0
         if cfg.patience and state.bad_epochs >= cfg.patience:
             state.finished = True
-        if cfg.progress:
+        if progress:
             tqdm.write(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, valid auc {valid['auc']:.4f} gauc {valid['gauc']:.4f} logloss {valid['logloss']:.4f}")
         checkpoint()
 
     if best is not None:
         model.load_state_dict(best)
     model.eval()
+    samples, seconds = dist.all_sum([state.samples])[0], dist.all_max([state.train_seconds])[0]
     return TrainResult(
         best_epoch=state.best_epoch,
         best_valid=state.best_valid,
         history=state.history,
         checkpoint_dir=ck_path.parent if ck_path is not None else None,
-        samples_per_s=state.samples / max(state.train_seconds, 1e-9),
+        samples_per_s=samples / max(seconds, 1e-9),  # all ranks' samples over the slowest rank's training time
     )

@@ -22,6 +22,8 @@ def _run(a: argparse.Namespace) -> int:
     from iat import experiment_run as er
 
     cfg = _section(a.config, a.name)
+    if a.tables:  # a subset of the config's tables, e.g. to add tables to a finished run without re-running the rest
+        cfg["matrix"] = {**cfg["matrix"], "tables": [t.strip() for t in a.tables.split(",") if t.strip()]}
     work = Path(a.workdir or f"runs/experiments/{a.name}")
     if a.stage in ("prepare", "all"):
         er.prepare(work, cfg["dataset"], cfg["source_train"])
@@ -31,6 +33,7 @@ def _run(a: argparse.Namespace) -> int:
     if a.stage == "all":
         # One process per core, one torch thread each: n single-threaded trainings beat one n-threaded one here.
         base = [sys.executable, "-m", "iatcli.main", "experiment", "matrix", "--config", a.config, "--name", a.name, "--workdir", str(work)]
+        base += ["--tables", a.tables] if a.tables else []
         procs = [subprocess.Popen(base + ["--worker", str(i), "--workers", str(a.workers)]) for i in range(a.workers)]
         codes = [p.wait() for p in procs]
         if any(codes):
@@ -47,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--config", default="configs/experiments.yaml")
     e.add_argument("--name", default="synthetic", help="experiment section of the config (synthetic, movielens)")
     e.add_argument("--workdir", help="default: runs/experiments/<name>")
+    e.add_argument("--tables", help="comma-separated subset of the config's tables (main, f_iat, ablations, sif)")
     e.add_argument("--worker", type=int, default=0)
     e.add_argument("--workers", type=int, default=2)
     e.set_defaults(func=_run)

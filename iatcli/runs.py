@@ -10,11 +10,12 @@ def _pipelines() -> dict[str, Callable[..., Any]]:
     from pipelines.downstream import downstream_pipeline
     from pipelines.source import source_pipeline
     from pipelines.tokens import tokens_pipeline
+    from pipelines.transfer import transfer_pipeline
 
-    return {"data": data_pipeline, "source": source_pipeline, "tokens": tokens_pipeline, "downstream": downstream_pipeline}
+    return {"data": data_pipeline, "source": source_pipeline, "tokens": tokens_pipeline, "downstream": downstream_pipeline, "transfer": transfer_pipeline}
 
 
-SOURCE_KEYS = ("dataset", "users", "seed", "path", "max_quarantine_share", "reports_dir", "n_boot")
+SOURCE_KEYS = ("dataset", "users", "seed", "path", "max_quarantine_share", "reports_dir", "n_boot", "processes")
 
 
 def source_params(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -37,8 +38,8 @@ def source_params(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"kind": kind, "model_config": (cfg.get("models") or {}).get(kind) or None, "train_config": train, **params}
 
 
-TOKENS_KEYS = ("source", "source_version", "dtype", "post_sit")
-DOWNSTREAM_KEYS = ("name", "seq", "iat", "tokens", "L", "base_L", "model", "config", "source", "source_version", "train", "epochs", "n_boot")
+TOKENS_KEYS = ("source", "source_version", "dtype", "post_sit", "shards")
+DOWNSTREAM_KEYS = ("name", "seq", "iat", "tokens", "L", "base_L", "model", "config", "source", "source_version", "train", "epochs", "n_boot", "processes")
 
 
 def _check_keys(section: str, cfg: dict[str, Any], known: tuple[str, ...]) -> None:
@@ -68,7 +69,24 @@ def downstream_params(cfg: dict[str, Any]) -> dict[str, Any]:
     train = dict(cfg.get("train") or {})
     if cfg.get("epochs") is not None:
         train["epochs"] = int(cfg["epochs"])
-    return {"spec": spec, "source": cfg.get("source") or tokens or "user_order", "source_version": cfg.get("source_version"), "train_config": train, "n_boot": int(cfg.get("n_boot", 200))}
+    return {"spec": spec, "source": cfg.get("source") or tokens or "user_order", "source_version": cfg.get("source_version"), "train_config": train, "n_boot": int(cfg.get("n_boot", 200)), "processes": int(cfg.get("processes", 1))}
+
+
+TRANSFER_PIPELINE_KEYS = ("dataset", "users", "seed", "path", "max_quarantine_share", "reports_dir", "work_dir")
+
+
+def transfer_params(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The ``transfer:`` section -> transfer pipeline parameters: the data keys, and the rest as the
+    ``iat.transfer.TransferConfig`` dict (``--model`` picks the source kind, ``--epochs`` the ranker epochs)."""
+    from iat.transfer import TransferConfig
+
+    rest = {k: v for k, v in cfg.items() if k not in TRANSFER_PIPELINE_KEYS}
+    if rest.get("model") is not None:
+        rest["source_kind"] = rest.pop("model")
+    if rest.get("epochs") is not None:
+        rest["train"] = {**(rest.get("train") or {}), "epochs": int(rest.pop("epochs"))}
+    TransferConfig.from_dict(rest)  # unknown keys fail here, before any step runs
+    return {**{k: cfg[k] for k in TRANSFER_PIPELINE_KEYS if k in cfg}, "config": rest}
 
 
 def run_pipeline(name: str, cfg: dict[str, Any]) -> int:
@@ -77,7 +95,7 @@ def run_pipeline(name: str, cfg: dict[str, Any]) -> int:
     pipes = _pipelines()
     if name not in pipes:
         raise ValueError(f"unknown pipeline '{name}': expected one of {sorted(pipes)}")
-    params = {"source": source_params, "tokens": tokens_params, "downstream": downstream_params}.get(name, dict)(cfg)
+    params = {"source": source_params, "tokens": tokens_params, "downstream": downstream_params, "transfer": transfer_params}.get(name, dict)(cfg)
     run = pipes[name](**params)
     run = Client().get_pipeline_run(run.id)
     print(f"pipeline '{name}' run {run.name}: {run.status.value}")
@@ -90,7 +108,11 @@ def run_pipeline(name: str, cfg: dict[str, Any]) -> int:
     if name == "tokens" and run.status.value == "completed":
         from iat.tokens import format_inspection, inspect_store
 
-        print(format_inspection(inspect_store(run.steps["materialize_tokens"].outputs["token_store"][0].load()["path"])))
+        # materialize_tokens, or publish_tokens when sharded: whichever step made the token store
+        store = next(s.outputs["token_store"][0] for s in run.steps.values() if "token_store" in s.outputs)
+        print(format_inspection(inspect_store(store.load()["path"])))
+    if name == "transfer" and run.status.value == "completed":
+        print(run.steps["transfer_evaluation"].outputs["transfer_table"][0].load())
     if name == "downstream" and run.status.value == "completed":
         bundle = run.steps["train_ranker"].outputs["ranker"][0].load()
         print(f"ranker '{bundle.spec.name}' version {bundle.config['version']} (tokens: {bundle.config['token_source'] or 'none'})")

@@ -17,7 +17,12 @@ def downstream_pipeline(spec: Dict[str, Any], source: str = "user_order", source
 
 @pipeline(enable_cache=True)
 def _downstream_pipeline(
-    spec: Dict[str, Any], source: str, source_version: str, train_config: Optional[Dict[str, Any]] = None, n_boot: int = 200
+    spec: Dict[str, Any],
+    source: str,
+    source_version: str,
+    train_config: Optional[Dict[str, Any]] = None,
+    n_boot: int = 200,
+    processes: int = 1,
 ) -> None:
     """split log (+ token store, + HGAQ tokenizer for the SIF-Mixer) of a source model version -> train_ranker."""
     mv = Client().get_model_version(f"iat-source-{source}", source_version)
@@ -27,5 +32,5 @@ def _downstream_pipeline(
         raise ValueError(f"iat-source-{source}:{source_version} has no token store yet: run `iat run tokens --source {source}` first")
     tokenizer = mv.get_artifact("source_bundle") if spec.get("model") == "sif_mixer" else None
     train_ranker(
-        mv.get_artifact("split_instances"), mv.get_artifact("schema"), spec, store, tokenizer, train_config=train_config, n_boot=n_boot
+        mv.get_artifact("split_instances"), mv.get_artifact("schema"), spec, store, tokenizer, train_config=train_config, n_boot=n_boot, processes=processes
     )

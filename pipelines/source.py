@@ -24,7 +24,8 @@ def _source_pipeline(
     model_config: Optional[Dict[str, Any]] = None,
     train_config: Optional[Dict[str, Any]] = None,
     n_boot: int = 200,
+    processes: int = 1,
 ) -> None:
     """ingest -> validate -> time split -> train_source (the data steps are shared with the data pipeline)."""
     split_df, schema = data_steps(dataset, users, seed, path, max_quarantine_share, reports_dir)
-    train_source(split_df, schema, kind=kind, model_config=model_config, train_config=train_config, n_boot=n_boot)
+    train_source(split_df, schema, kind=kind, model_config=model_config, train_config=train_config, n_boot=n_boot, processes=processes)

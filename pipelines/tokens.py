@@ -3,7 +3,7 @@ from typing import Any, Optional
 from zenml import Model, pipeline
 from zenml.client import Client
 
-from steps.tokens import materialize_tokens
+from steps.tokens import materialize_shard, materialize_tokens, publish_tokens
 
 
 def tokens_pipeline(source: str = "temporal", source_version: Optional[str] = None, **params: Any) -> Any:
@@ -15,11 +15,37 @@ def tokens_pipeline(source: str = "temporal", source_version: Optional[str] = No
 
 
 @pipeline(enable_cache=True)
-def _tokens_pipeline(source: str, source_version: str, dtype: Optional[str] = None, post_sit: bool = False) -> None:
+def _tokens_pipeline(
+    source: str,
+    source_version: str,
+    dtype: Optional[str] = None,
+    post_sit: bool = False,
+    shards: int = 1,
+    stores_dir: Optional[str] = None,
+) -> None:
     """source bundle + the split log it was trained on (both read from the model version, for lineage)
-    -> materialize -> token store (published atomically)."""
+    -> materialize -> token store (published atomically).
+
+    With ``shards`` K > 1: K ``materialize_shard_<i>`` steps (users split by id hash; parallel on an orchestrator
+    that runs independent steps at once, e.g. Kubernetes or Kubeflow) -> ``publish_tokens`` (one manifest over
+    the shards). Either way the ``token_store`` artifact is the same, and so are the store's bytes.
+    """
     mv = Client().get_model_version(f"iat-source-{source}", source_version)
     bundle, data = mv.get_artifact("source_bundle"), mv.get_artifact("split_instances")
     if bundle is None or data is None:
         raise ValueError(f"model version iat-source-{source}:{source_version} has no source_bundle / split_instances artifact")
-    materialize_tokens(bundle, data, dtype=dtype, post_sit=post_sit)
+    token_store_steps(bundle, data, dtype, post_sit, shards, stores_dir)
+
+
+def token_store_steps(bundle: Any, data: Any, dtype: Optional[str], post_sit: bool, shards: int, stores_dir: Optional[str]) -> Any:
+    """The materialization steps of a pipeline (one step, or K shard steps + publish); returns the
+    ``token_store`` artifact."""
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    if shards == 1:
+        return materialize_tokens(bundle, data, dtype=dtype, post_sit=post_sit, stores_dir=stores_dir)
+    parts = [
+        materialize_shard(bundle, data, shard=i, shards=shards, dtype=dtype, post_sit=post_sit, stores_dir=stores_dir, id=f"materialize_shard_{i}")
+        for i in range(shards)
+    ]
+    return publish_tokens(parts)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 
+from iat.data.io import write_atomic
 from quality.result import INPUT_ROW, REASON_SEP, REASONS_COLUMN, ValidationResult
 
 EXAMPLES_PER_EXPECTATION = 5
@@ -25,10 +25,10 @@ def write_validation_outputs(result: ValidationResult, out_dir: str | Path) -> d
         "report": out / "validation_report.html",
         "summary": out / "validation_summary.json",
     }
-    _atomic(paths["clean"], lambda p: result.clean.to_parquet(p, index=False))
-    _atomic(paths["quarantine"], lambda p: _writable(result.quarantine).to_parquet(p, index=True))
-    _atomic(paths["report"], lambda p: p.write_text(render_html(result), encoding="utf-8"))
-    _atomic(paths["summary"], lambda p: p.write_text(json.dumps(result.summary(), indent=2)))
+    write_atomic(paths["clean"], lambda p: result.clean.to_parquet(p, index=False))
+    write_atomic(paths["quarantine"], lambda p: writable_quarantine(result.quarantine).to_parquet(p, index=True))
+    write_atomic(paths["report"], lambda p: p.write_text(render_html(result), encoding="utf-8"))
+    write_atomic(paths["summary"], lambda p: p.write_text(json.dumps(result.summary(), indent=2)))
     return paths
 
 
@@ -81,19 +81,13 @@ def _examples(result: ValidationResult, label: str) -> str:
             f"<p>{_e(outcome.description)}</p><table><tr>{head}</tr>{body}</table>")
 
 
-def _writable(q: pd.DataFrame) -> pd.DataFrame:
+def writable_quarantine(q: pd.DataFrame) -> pd.DataFrame:
     """Parquet needs one type per column: a quarantined column mixing numbers and text is stored as text."""
     out = q.copy()
     for col in out.columns:
         if out[col].dtype == object and pd.api.types.infer_dtype(out[col], skipna=True) in _MIXED:
             out[col] = out[col].map(str, na_action="ignore")
     return out
-
-
-def _atomic(path: Path, write) -> None:  # noqa: ANN001 - a callable taking the temporary path
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _e(value: object) -> str:

@@ -42,6 +42,20 @@ def validate_log(df: pd.DataFrame, schema: Schema, max_quarantine_share: float =
     """
     if not 0.0 <= max_quarantine_share <= 1.0:
         raise ValueError(f"max_quarantine_share must be in [0, 1], got {max_quarantine_share}")
+    result, _ = validate_part(df, schema, max_quarantine_share)
+    if not result.passed:
+        raise QuarantineThresholdError(result)
+    return result
+
+
+def validate_part(
+    df: pd.DataFrame, schema: Schema, max_quarantine_share: float = 1.0, earlier_ids: np.ndarray | None = None
+) -> tuple[ValidationResult, np.ndarray]:
+    """``validate_log`` without the threshold, for one part of a log validated part by part.
+
+    ``earlier_ids``: instance ids of earlier parts' rows that reached the value suite; a row repeating one
+    is a later duplicate, as if the parts were one log. Also returns this part's such ids, for later parts.
+    """
     if len(df) == 0:
         raise ValidationError("the instance log has no rows")
     dupes = sorted(set(df.columns[df.columns.duplicated()]))
@@ -63,8 +77,15 @@ def validate_log(df: pd.DataFrame, schema: Schema, max_quarantine_share: float =
     parsed = parse_columns(rows, kinds, value_cols)
     value_outcomes = run_suite(parsed, build_value_suite(schema, value_cols))
     value_bad = {label: keep[r] for label, r in _failing_rows(value_outcomes).items()}
+    ids = parsed["instance_id"]
     if UNIQUE_LABEL in value_bad:
-        value_bad[UNIQUE_LABEL] = _later_duplicates(parsed["instance_id"], keep, value_bad[UNIQUE_LABEL])
+        value_bad[UNIQUE_LABEL] = _later_duplicates(ids, keep, value_bad[UNIQUE_LABEL])
+    if earlier_ids is not None and len(earlier_ids):
+        again = keep[np.flatnonzero(ids.isin(earlier_ids).to_numpy())]
+        if len(again):
+            value_bad[UNIQUE_LABEL] = np.union1d(value_bad.get(UNIQUE_LABEL, np.zeros(0, np.int64)), again)
+            # suite order, so a row's reasons read as they would for the whole log
+            value_bad = {o.label: value_bad[o.label] for o in value_outcomes if o.label in value_bad}
 
     bad = {**type_bad, **value_bad}
     reasons = _reasons(bad, len(raw))
@@ -84,9 +105,7 @@ def validate_log(df: pd.DataFrame, schema: Schema, max_quarantine_share: float =
         max_quarantine_share=max_quarantine_share,
         outcomes=type_outcomes + value_outcomes,
     )
-    if not result.passed:
-        raise QuarantineThresholdError(result)
-    return result
+    return result, ids.dropna().to_numpy(np.int64)
 
 
 def _positional(df: pd.DataFrame) -> pd.DataFrame:

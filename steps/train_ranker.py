@@ -1,9 +1,10 @@
-from typing import Annotated, Any, Dict, Optional
+from typing import Annotated, Any, Dict, List, Optional
 
 import pandas as pd
 from zenml import log_metadata, step
 
-from iat.downstream import DownstreamData, DownstreamSpec, RankerBundle, train_downstream
+from iat.dist_train import train_downstream_with
+from iat.downstream import DownstreamData, DownstreamSpec, RankerBundle
 from iat.models.registry import SourceBundle
 from iat.schema import Schema
 from iat.tokens import TokenStore
@@ -20,17 +21,51 @@ def train_ranker(
     tokenizer: Optional[SourceBundle] = None,
     train_config: Optional[Dict[str, Any]] = None,
     n_boot: int = 200,
+    L: Optional[int] = None,
+    epochs: Optional[int] = None,
+    seeds: Optional[List[int]] = None,
+    processes: int = 1,
 ) -> Annotated[RankerBundle, "ranker"]:
     """Train one downstream ranking model (base, +IAT or SIF-Mixer) on the train split, early stopping on
-    valid, and score valid / test with user-bootstrap CIs; metrics go to the ranker's ZenML model version."""
+    valid, and score valid / test with user-bootstrap CIs; metrics go to the ranker's ZenML model version.
+
+    ``L`` (token history length, for a spec that reads tokens) and ``epochs`` override the spec's / the train
+    config's. ``seeds``: train one model per seed (the train config's seed by default); the artifact is the
+    model of the first seed, and ``metrics["seeds"]`` holds every seed's valid / test metrics.
+    ``processes`` > 1: train with that many DDP processes on this machine (torchrun; users sharded across them,
+    ``batch_size`` stays the global batch); each bundle comes back from rank 0.
+    """
+    spec = dict(spec)
+    if L is not None and spec.get("tokens") is not None:
+        spec["L"] = int(L)
     s = DownstreamSpec(**spec)
+    cfg = dict(train_config or {})
+    if epochs is not None:
+        cfg["epochs"] = int(epochs)
+    run_seeds = [int(x) for x in seeds] if seeds else [int(cfg.get("seed", 0))]
+    if len(set(run_seeds)) != len(run_seeds):
+        raise ValueError(f"seeds must be distinct, got {run_seeds}")
     store = TokenStore.open(token_store["path"], expected_source=token_store["source"]) if token_store else None
     data = DownstreamData.prepare(split_instances, Schema.from_dict(schema))
-    bundle, metrics = train_downstream(
-        data, s, store, TrainConfig(**(train_config or {})), tokenizer.model if tokenizer is not None else None, n_boot=n_boot
-    )
+    bundle, metrics, results = None, {}, []
+    for seed in run_seeds:
+        b, m = train_downstream_with(processes, data, s, store, TrainConfig(**{**cfg, "seed": seed}), tokenizer, n_boot=n_boot)
+        results.append({"seed": seed, "valid": m["valid"], "test": m["test"], "best_epoch": m["best_epoch"]})
+        if bundle is None:
+            bundle, metrics = b, m
+    metrics["seeds"] = results  # the same dict as bundle.metrics: saved with the bundle
     log_metadata(
-        {"spec": spec, "valid": metrics["valid"], "test": metrics["test"], "params": metrics["params"], "token_source": bundle.config["token_source"] or "none"},
+        {
+            "spec": spec,
+            "valid": metrics["valid"],
+            "test": metrics["test"],
+            "params": metrics["params"],
+            "token_source": bundle.config["token_source"] or "none",
+            "seeds": run_seeds,
+            "test_by_seed": {str(r["seed"]): {k: r["test"][k] for k in ("auc", "gauc", "logloss")} for r in results},
+            # lineage in words: which token store (and so which source model version) fed this ranker
+            "token_store": {k: token_store[k] for k in ("path", "dtype", "rows")} if token_store else "none",
+        },
         infer_model=True,
     )
     return bundle

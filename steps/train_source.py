@@ -2,9 +2,10 @@ from pathlib import Path
 from typing import Annotated, Any, Dict, Optional
 
 import pandas as pd
-from zenml import log_metadata, step
+from zenml import get_step_context, log_metadata, step
 
-from iat.models.registry import SourceBundle, train_source as train_source_model
+from iat.dist_train import train_source_with
+from iat.models.registry import SourceBundle
 from iat.schema import Schema
 from iat.train import TrainConfig
 from steps.materializers import SourceBundleMaterializer
@@ -19,15 +20,24 @@ def train_source(
     train_config: Optional[Dict[str, Any]] = None,
     n_boot: int = 200,
     checkpoint_dir: Optional[str] = None,
+    seed: Optional[int] = None,
+    epochs: Optional[int] = None,
+    processes: int = 1,
 ) -> Annotated[SourceBundle, "source_bundle"]:
     """Train the source model ``kind`` on the train split (early stopping on valid AUC), evaluate valid and test
     with user-bootstrap CIs, and log the metrics on the bundle artifact and on the pipeline's model version.
 
     ``checkpoint_dir`` (optional): a crashed step re-run with the same folder resumes where it stopped.
+    ``seed`` / ``epochs`` (optional) override those of ``train_config`` (pipeline parameters of the same name
+    reach them, also in a deployed pipeline's HTTP invoke).
+    ``processes`` > 1: train with that many DDP processes on this machine (torchrun; users sharded across them,
+    ``batch_size`` stays the global batch); the bundle comes back from rank 0.
     """
-    cfg = TrainConfig(**(train_config or {}))
-    bundle = train_source_model(
-        split_instances, Schema.from_dict(schema), kind, model_config, cfg, Path(checkpoint_dir) if checkpoint_dir else None, n_boot=n_boot
+    check_source_model(kind)
+    overrides = {k: int(v) for k, v in (("seed", seed), ("epochs", epochs)) if v is not None}
+    cfg = TrainConfig(**{**(train_config or {}), **overrides})
+    bundle = train_source_with(
+        processes, split_instances, Schema.from_dict(schema), kind, model_config, cfg, Path(checkpoint_dir) if checkpoint_dir else None, n_boot=n_boot
     )
     metrics = {s: bundle.metrics[s] for s in ("valid", "test")}
     summary = {
@@ -40,3 +50,15 @@ def train_source(
     }
     log_metadata(summary, infer_model=True)
     return bundle
+
+
+def check_source_model(kind: str) -> None:
+    """The ZenML model a source model version is registered under is ``iat-source-<kind>``; it is fixed when the
+    pipeline is compiled (or deployed). Refuse a ``kind`` that would register under another kind's name."""
+    mv = get_step_context().model_version
+    if mv is not None and mv.model.name.startswith("iat-source-") and mv.model.name != f"iat-source-{kind}":
+        raise ValueError(
+            f"source kind '{kind}' but this run registers its models under '{mv.model.name}' (fixed when the pipeline "
+            f"was compiled or deployed): run or deploy the pipeline with kind '{kind}' instead "
+            f"(e.g. `iat deploy-pipeline end_to_end --kind {kind} --name end-to-end-{kind}`)"
+        )

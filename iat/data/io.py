@@ -1,8 +1,11 @@
-"""A dataset on disk: a folder holding ``instances.parquet`` and ``schema.yaml``."""
+"""A dataset on disk: a folder holding ``instances.parquet`` and ``schema.yaml``, or, chunked,
+``part-00000.parquet ...`` (each part holds whole users), ``schema.yaml`` and ``parts.json``."""
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -11,19 +14,58 @@ from iat.schema import Schema
 
 INSTANCES_FILE = "instances.parquet"
 SCHEMA_FILE = "schema.yaml"
+PARTS_FILE = "parts.json"  # index of a chunked dataset's parts; written last, so it names only complete parts
 
 
 def write_dataset(out_dir: str | Path, df: pd.DataFrame, schema: Schema) -> Path:
     """Write atomically: files appear under their final names only once fully written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tmp_parquet = out / f".{INSTANCES_FILE}.tmp"
-    df.to_parquet(tmp_parquet, index=False)
-    os.replace(tmp_parquet, out / INSTANCES_FILE)
-    tmp_schema = out / f".{SCHEMA_FILE}.tmp"
-    schema.to_yaml(tmp_schema)
-    os.replace(tmp_schema, out / SCHEMA_FILE)
+    write_atomic(out / INSTANCES_FILE, lambda p: df.to_parquet(p, index=False))
+    write_atomic(out / SCHEMA_FILE, schema.to_yaml)
     return out
+
+
+def part_file(k: int) -> str:
+    return f"part-{k:05d}.parquet"
+
+
+def write_parts(out_dir: str | Path, frames: Iterable[pd.DataFrame], schema: Schema) -> Path:
+    """Write a chunked dataset, one part per frame, holding one frame in memory at a time.
+
+    ``parts.json`` goes first out and last in: a crash leaves no index, never one naming a part of another run.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / PARTS_FILE).unlink(missing_ok=True)
+    parts = []
+    for k, df in enumerate(frames):
+        write_atomic(out / part_file(k), lambda p, df=df: df.to_parquet(p, index=False))
+        parts.append({"file": part_file(k), "rows": len(df)})
+    write_atomic(out / SCHEMA_FILE, schema.to_yaml)
+    index = {"rows": sum(p["rows"] for p in parts), "parts": parts}
+    write_atomic(out / PARTS_FILE, lambda p: p.write_text(json.dumps(index, indent=1)))
+    return out
+
+
+def is_chunked(data_dir: str | Path) -> bool:
+    return (Path(data_dir) / PARTS_FILE).is_file()
+
+
+def dataset_parts(data_dir: str | Path) -> dict[Path, int]:
+    """The parts of a chunked dataset, in order, with their row counts."""
+    d = Path(data_dir)
+    if not is_chunked(d):
+        raise FileNotFoundError(f"{d} is not a chunked dataset: {PARTS_FILE} is missing (write one with write_parts)")
+    index = json.loads((d / PARTS_FILE).read_text())
+    return {d / p["file"]: int(p["rows"]) for p in index["parts"]}
+
+
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` then rename: the file appears under its name only once complete."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
 
 
 def read_dataset(data_dir: str | Path) -> tuple[pd.DataFrame, Schema]:

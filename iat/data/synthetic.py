@@ -8,6 +8,8 @@ Same ``(users, seed)`` -> the same rows, bit for bit.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
@@ -192,27 +194,59 @@ def add_cross_features(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def generate(
-    users: int, seed: int = 0, days: int = DEFAULT_DAYS, progress: bool = True, shift: Shift | None = None
+    users: int,
+    seed: int = 0,
+    days: int = DEFAULT_DAYS,
+    progress: bool = True,
+    shift: Shift | None = None,
+    chunk_users: int = CHUNK_USERS,
 ) -> tuple[pd.DataFrame, Schema]:
     """Generate a log for ``users`` users; rows sorted by (ts, user_id), ``instance_id`` in that order.
 
+    The rows are those of ``generate_chunks`` (same arguments), concatenated, re-sorted by (ts, user_id) and
+    re-numbered: a global time order, which a stream of chunks cannot give (it would need every chunk first).
     ``shift`` changes the world at a point in time (interest / catalogue / context), for drift monitoring.
+    """
+    chunks = list(generate_chunks(users, seed, days, progress, shift, chunk_users))
+    df = pd.concat(chunks, ignore_index=True).drop(columns="instance_id")
+    df = df.sort_values(["ts", "user_id"], kind="stable").reset_index(drop=True)
+    df.insert(0, "instance_id", np.arange(len(df), dtype=np.int64))
+    return df, synthetic_schema(START_TS, days)
+
+
+def generate_chunks(
+    users: int,
+    seed: int = 0,
+    days: int = DEFAULT_DAYS,
+    progress: bool = True,
+    shift: Shift | None = None,
+    chunk_users: int = CHUNK_USERS,
+) -> Iterator[pd.DataFrame]:
+    """The log of ``generate`` as a stream of frames, one per chunk of ``chunk_users`` consecutive user ids.
+
+    A chunk holds whole users (their cross features need only their own past), sorted by (ts, user_id).
+    ``instance_id``: chunk k owns the id range [offset_k, offset_k + rows_k), numbered in the chunk's
+    (ts, user_id) order; offset_k is the planned row count of the users before it (``world.n_events``), so a
+    chunk needs no other chunk and ids stay unique across chunks. Peak memory: the world (per-user traits,
+    about 0.5 KB a user, and the item catalogue) plus one chunk (about 100 rows a user).
     """
     if users < 1:
         raise ValueError(f"users must be >= 1, got {users}")
     if days < 2:
         raise ValueError(f"days must be >= 2, got {days}")
-    world_rng, rows_seed = np.random.default_rng([seed, 0]), seed
-    world = sample_world(users, world_rng, START_TS, days)
-    chunks = []
-    starts = range(0, users, CHUNK_USERS)
+    if chunk_users < 1:
+        raise ValueError(f"chunk_users must be >= 1, got {chunk_users}")
+    world = sample_world(users, np.random.default_rng([seed, 0]), START_TS, days)
+    starts = range(0, users, chunk_users)
+    offsets = np.concatenate([[0], np.cumsum([world.n_events[s : s + chunk_users].sum() for s in starts])])
     for k, s in enumerate(tqdm(starts, desc="generate", unit="chunk", disable=not progress)):
         # One generator per chunk of users: results do not depend on how many chunks run before.
-        rng = np.random.default_rng([rows_seed, 1, k])
-        chunks.append(_chunk_frame(world, np.arange(s, min(s + CHUNK_USERS, users)), rng, shift))
-    df = pd.concat(chunks, ignore_index=True).sort_values(["ts", "user_id"], kind="stable").reset_index(drop=True)
-    df.insert(0, "instance_id", np.arange(len(df), dtype=np.int64))
-    return df, synthetic_schema(START_TS, days)
+        rng = np.random.default_rng([seed, 1, k])
+        df = _chunk_frame(world, np.arange(s, min(s + chunk_users, users)), rng, shift)
+        df = df.sort_values(["ts", "user_id"], kind="stable").reset_index(drop=True)
+        assert len(df) == offsets[k + 1] - offsets[k], "a chunk's row count must be its users' planned impressions"
+        df.insert(0, "instance_id", np.arange(offsets[k], offsets[k + 1], dtype=np.int64))
+        yield df
 
 
 def world_for(users: int, seed: int = 0, days: int = DEFAULT_DAYS) -> SyntheticWorld:

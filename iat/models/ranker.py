@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "iat_position": "before",  # before | after the interaction MLP
     "query": "compressed",  # compressed (current request's features) | id (item + category embedding)
     "side_labels": True,  # click / conversion side info on each token
+    "token_input": True,  # False: the adapter reads zeros instead of the tokens (control: side info only)
     "token_dim": 64,
     "d_e": 8,
     "d_seq": 32,
@@ -102,7 +103,8 @@ class Ranker(nn.Module):
         side = self.side_gap(b["tok_gap"]) + self.side_domain(b["tok_domain"]) + self.side_item(b["tok_item"]) + self.side_cat(b["tok_cat"])
         if self.config["side_labels"]:
             side = side + self.side_click(b["tok_click"]) + self.side_conv(b["tok_conv"])
-        return self.token_proj(torch.cat([self.adapter(b["tok"]), side], dim=-1))
+        tok = b["tok"] if self.config["token_input"] else torch.zeros_like(b["tok"])
+        return self.token_proj(torch.cat([self.adapter(tok), side], dim=-1))
 
     def forward(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         fields = self.fe(b["cat"], b["num"], b["num_bucket"])
@@ -130,4 +132,5 @@ class Ranker(nn.Module):
     @torch.no_grad()
     def predict(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = self(b)
-        return {"p": torch.sigmoid(out["click_logit"]), "p_conv": torch.sigmoid(out["conv_logit"]), "y": b["click"], "user": b["user_id"]}
+        p_conv = torch.sigmoid(out["conv_logit"])
+        return {"p": torch.sigmoid(out["click_logit"]), "p_conv": p_conv, "y": b["click"], "user": b["user_id"], "p_conversion": p_conv, "y_conversion": b["conversion"]}

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from iat import distributed as dist
 from iat.features import EncodedFrame, FeatureEncoder
 from iat.models.batching import RowBatches
 from iat.models.hgaq import HGAQTokenizer
@@ -150,21 +151,25 @@ def train_source(
     eval_splits: tuple[str, ...] = ("valid", "test"),
 ) -> SourceBundle:
     """Fit encoders on train, train ``kind`` with early stopping on valid AUC, evaluate ``eval_splits`` with
-    user-bootstrap CIs. ``df`` must carry the ``split`` column (``iat.data.split.add_split``)."""
+    user-bootstrap CIs. ``df`` must carry the ``split`` column (``iat.data.split.add_split``).
+
+    Under DDP (``iat.distributed``) every rank passes the whole log: the encoder is fitted on the whole train split
+    (the same on every rank), then the rank trains and scores its users' rows, ``cfg.batch_size`` rows per step
+    over all ranks."""
     if SPLIT_COLUMN not in df.columns:
         raise ValueError(f"the log has no '{SPLIT_COLUMN}' column: run the time split first (iat.data.split.add_split)")
     cfg = train_cfg or TrainConfig()
     split = df[SPLIT_COLUMN].to_numpy()
     encoder = FeatureEncoder.fit(df[split == "train"], schema)
-    frame = encoder.transform(df)
+    rows = dist.shard_rows(df["user_id"].to_numpy(), split == "train")
+    frame, split = encoder.transform(df.iloc[rows]), split[rows]
     model = build_source_model(kind, encoder, model_config, seed=cfg.seed)
-    train_b = make_batches(model, frame, split, "train", cfg.batch_size, cfg.seed, train=True)
-    valid_b = make_batches(model, frame, split, "valid", cfg.batch_size, cfg.seed)
+    bs = dist.local_batch_size(cfg.batch_size)
+    train_b = make_batches(model, frame, split, "train", bs, cfg.seed, train=True)
+    valid_b = make_batches(model, frame, split, "valid", bs, cfg.seed)
     result = fit(model, train_b, valid_b, cfg, checkpoint_dir)
-    metrics: dict[str, Any] = {
-        s: evaluate_model(model, make_batches(model, frame, split, s, cfg.batch_size, cfg.seed), n_boot=n_boot) for s in eval_splits
-    }
-    metrics.update(best_epoch=result.best_epoch, history=result.history, samples_per_s=result.samples_per_s)
+    metrics: dict[str, Any] = {s: evaluate_model(model, make_batches(model, frame, split, s, bs, cfg.seed), n_boot=n_boot) for s in eval_splits}
+    metrics.update(best_epoch=result.best_epoch, history=result.history, samples_per_s=result.samples_per_s, processes=dist.world_size())
     train_dict = asdict(cfg)
     config = {
         "kind": kind,

@@ -133,4 +133,5 @@ class SIFMixer(nn.Module):
     @torch.no_grad()
     def predict(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = self(b)
-        return {"p": torch.sigmoid(out["click_logit"]), "p_conv": torch.sigmoid(out["conv_logit"]), "y": b["click"], "user": b["user_id"]}
+        p_conv = torch.sigmoid(out["conv_logit"])
+        return {"p": torch.sigmoid(out["click_logit"]), "p_conv": p_conv, "y": b["click"], "user": b["user_id"], "p_conversion": p_conv, "y_conversion": b["conversion"]}

@@ -168,7 +168,7 @@ class UserOrderSourceModel(nn.Module):
     def codes(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pre-SIT codes [B, L, D] of a window batch; context rows computed without gradient, padding zero."""
         cur = batch["valid"] & ~batch["ctx"]
-        out = torch.zeros(*cur.shape, self.config["D"], dtype=batch["num"].dtype)
+        out = torch.zeros(*cur.shape, self.config["D"], dtype=batch["num"].dtype, device=batch["num"].device)
         rows = lambda m: (batch["cat"][m], batch["num"][m], batch["num_bucket"][m])  # noqa: E731
         out = out.index_put(cur.nonzero(as_tuple=True), self.encoder(*rows(cur)))
         if bool(batch["ctx"].any()):

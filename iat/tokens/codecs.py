@@ -56,7 +56,12 @@ def int8_scale(x: np.ndarray) -> np.ndarray:
     """Per-dimension symmetric scale max|x| / 127; an all-zero dimension gets scale 1 (any value works)."""
     if len(x) == 0:
         raise ValueError("tokens: int8 needs at least one row to calibrate its per-dimension scale")
-    s = np.abs(x).max(axis=0) / 127.0
+    return int8_scale_of_absmax(np.abs(x).max(axis=0))
+
+
+def int8_scale_of_absmax(absmax: np.ndarray) -> np.ndarray:
+    """``int8_scale`` from the per-dimension max |x| (so a store can be calibrated in a streamed pass)."""
+    s = absmax / 127.0
     return np.where(s > 0, s, 1.0).astype(np.float32)
 
 

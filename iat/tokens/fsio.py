@@ -13,8 +13,9 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,19 +76,56 @@ def file_checksum(path: Path) -> str:
         return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
 
 
-def save_npy(path: Path, arr: np.ndarray) -> dict[str, Any]:
-    """Write one array durably; return its manifest record (bytes, checksum, shape, dtype)."""
-    arr = np.ascontiguousarray(arr)
+@dataclass(frozen=True)
+class BlockArray:
+    """An array written without ever being whole in memory: its shape, dtype, and its rows block by block."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    blocks: Callable[[], Iterable[np.ndarray]]
+
+
+def save_npy(path: Path, arr: np.ndarray | BlockArray) -> dict[str, Any]:
+    """Write one array durably (the bytes ``np.save`` writes); return its manifest record (bytes, checksum,
+    shape, dtype). A ``BlockArray`` is written as its blocks arrive."""
+    if isinstance(arr, np.ndarray):
+        whole = np.ascontiguousarray(arr)
+        arr = BlockArray(whole.shape, whole.dtype, lambda: [whole])
+    shape = tuple(int(n) for n in arr.shape)
+    header = {"descr": np.lib.format.dtype_to_descr(arr.dtype), "fortran_order": False, "shape": shape}
+    rows = 0
     with open(path, "wb") as f:
-        np.lib.format.write_array(f, arr, allow_pickle=False)
+        np.lib.format.write_array_header_1_0(f, header)
+        for block in arr.blocks():
+            if block.dtype != arr.dtype or block.shape[1:] != shape[1:]:
+                raise ValueError(f"{path.name}: a block of {block.dtype}{list(block.shape)} in an array of {arr.dtype}{list(shape)}")
+            np.ascontiguousarray(block).tofile(f)
+            rows += len(block)
+        if rows != shape[0]:
+            raise ValueError(f"{path.name}: blocks held {rows} rows, the array {shape[0]}")
         f.flush()
         os.fsync(f.fileno())
     return {
         "bytes": path.stat().st_size,
         "blake2b": file_checksum(path),
-        "shape": list(arr.shape),
-        "dtype": arr.dtype.str,
+        "shape": list(shape),
+        "dtype": np.dtype(arr.dtype).str,
     }
+
+
+def read_rows(arr: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """A copy of rows [start, stop) of an array. A memory-mapped .npy file is read with a plain file read:
+    a pass over a whole store then leaves its pages in the page cache, not in this process's resident set."""
+    whole_file = (
+        isinstance(arr, np.memmap)
+        and arr.filename is not None
+        and arr.offset + arr.nbytes == os.path.getsize(arr.filename)  # the file's array, not a view into it
+    )
+    if not whole_file or stop <= start:
+        return np.array(arr[start:stop])
+    per_row = int(np.prod(arr.shape[1:], dtype=np.int64))
+    flat = np.fromfile(arr.filename, dtype=arr.dtype, count=(stop - start) * per_row, offset=arr.offset + start * per_row * arr.itemsize)
+    return flat.reshape((stop - start, *arr.shape[1:]))
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

@@ -3,11 +3,13 @@
 Sharded by a stable hash of the user id (``shards``, ``shard``) so shards run as parallel steps; a shard
 writes an fp32 / uint8 store of its users and ``publish_shards`` merges the K shard stores into one store of
 the requested dtype. Merging raw values and encoding once (never re-encoding fp16 / int8) makes the
-published store equal, byte for byte, to the one an unsharded run writes.
+published store equal, byte for byte, to the one an unsharded run writes. A chunked dataset is materialized
+part by part (``materialize_parts``): each part holds whole users, so it is a shard.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from iat.data.io import dataset_parts
 from iat.models.registry import SourceBundle, make_batches
-from iat.tokens.rows import NEVER
+from iat.tokens.merge import merge_stores
 from iat.tokens.store import TokenStore
 from iat.tokens.writer import write_store
 
@@ -36,6 +39,15 @@ def user_shard(user_ids: np.ndarray, shards: int) -> np.ndarray:
 
 def token_kind(bundle: SourceBundle) -> str:
     return "codes" if bundle.kind == "hgaq" else "dense"
+
+
+def default_dtype(kind: str) -> str:
+    return "uint8" if kind == "codes" else "fp16"
+
+
+def raw_dtype(kind: str) -> str:
+    """How a shard stores tokens: unrounded, so the publish step encodes them once."""
+    return "uint8" if kind == "codes" else "fp32"
 
 
 def source_identity(bundle: SourceBundle, run_id: str = "", post_sit: bool = False) -> dict[str, str]:
@@ -98,8 +110,7 @@ def materialize(
     if shards < 1 or (shard is not None and not 0 <= shard < shards):
         raise ValueError(f"shard must lie in [0, {shards}), got {shard}")
     kind = token_kind(bundle)
-    raw_dtype = "uint8" if kind == "codes" else "fp32"
-    dtype = dtype or ("uint8" if kind == "codes" else "fp16")
+    dtype = dtype or default_dtype(kind)
     rows = df if shard is None else df[user_shard(df["user_id"].to_numpy(), shards) == shard]
     tokens = encode_instances(bundle, rows, post_sit, batch_size, progress)
     target = Path(out) if shard is None else shard_path(out, shard, shards)
@@ -108,7 +119,7 @@ def materialize(
         **_side_info(rows, bundle.encoder.schema.category_column),
         tokens=tokens,
         kind=kind,
-        dtype=dtype if shard is None else raw_dtype,
+        dtype=dtype if shard is None else raw_dtype(kind),
         source=source_identity(bundle, run_id, post_sit),
         overwrite=overwrite,
     )
@@ -119,32 +130,49 @@ def shard_path(out: str | Path, shard: int, shards: int) -> Path:
     return out.parent / f"{out.name}.shards" / f"shard-{shard:04d}-of-{shards:04d}"
 
 
-def publish_shards(out: str | Path, shards: int, dtype: str | None = None, overwrite: bool = False) -> Path:
-    """Merge the K shard stores of ``out`` into one store at ``out`` (refuses if a shard is missing or foreign)."""
+def publish_shards(out: str | Path, shards: int, dtype: str | None = None, overwrite: bool = False, progress: bool = False) -> Path:
+    """Merge the K shard stores of ``out`` into one store at ``out`` (refuses if a shard is missing or foreign);
+    streamed (``iat.tokens.merge``): memory holds one block of users, not the store."""
     stores = [TokenStore.open(shard_path(out, i, shards)) for i in range(shards)]
     sources = {tuple(sorted(s.source.items())) for s in stores}
     if len(sources) != 1:
         raise ValueError(f"shards of {out} come from different source models: {sorted(sources)}")
-    rows = [s.all_rows() for s in stores]
-    cols = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
-    domains = [np.asarray(s.domains, dtype=object)[r["domain"]] for s, r in zip(stores, rows)]
-    kind = stores[0].kind
-    conv = cols["conversion"].astype(np.float64)
-    conv[conv < 0] = np.nan  # stored "none" back to null
-    return write_store(
-        out,
-        user_id=cols["user_id"],
-        ts=cols["ts"],
-        instance_id=cols["instance_id"],
-        domain=np.concatenate(domains),
-        item_id=cols["item_id"],
-        category=cols["category"],
-        click=cols["click"],
-        conversion=conv,
-        conversion_ts=pd.array(np.where(cols["conversion_ts"] == NEVER, None, cols["conversion_ts"]), dtype="Int64"),
-        tokens=cols["tokens"],
-        kind=kind,
-        dtype=dtype or ("uint8" if kind == "codes" else "fp16"),
-        source=dict(next(iter(sources))),
-        overwrite=overwrite,
-    )
+    return merge_stores(stores, out, dtype or default_dtype(stores[0].kind), overwrite=overwrite, progress=progress)
+
+
+def materialize_parts(
+    bundle: SourceBundle,
+    data_dir: str | Path,
+    out: str | Path,
+    *,
+    dtype: str | None = None,
+    post_sit: bool = False,
+    run_id: str = "",
+    batch_size: int = 4096,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Materialize a chunked dataset (``iat.data.io.write_parts``) streamed: part k -> shard store k -> publish.
+
+    Parts hold whole users, so each part is a shard (the user-order model reads a user's whole log). Peak
+    memory: one part's rows and tokens plus the model, then one publish block; the shards are removed
+    after publishing. Equal, byte for byte, to ``materialize`` on the concatenated parts.
+    """
+    parts = [p for p, n in dataset_parts(data_dir).items() if n]
+    if not parts:
+        raise ValueError(f"{data_dir} holds no rows to materialize")
+    K = len(parts)
+    for k, part in enumerate(tqdm(parts, desc="materialize parts", unit="part", disable=not progress)):
+        rows = pd.read_parquet(part)
+        materialize(
+            bundle, rows, shard_path(out, k, K), dtype=raw_dtype(token_kind(bundle)), post_sit=post_sit, run_id=run_id,
+            batch_size=batch_size, overwrite=True, progress=False,
+        )  # fmt: skip
+        del rows  # before the next part is read: one part in memory, not two
+    store = publish_shards(out, K, dtype, overwrite=overwrite, progress=progress)
+    for k in range(K):
+        shutil.rmtree(shard_path(out, k, K))
+    shards_dir = shard_path(out, 0, K).parent
+    if not any(shards_dir.iterdir()):
+        shards_dir.rmdir()
+    return store

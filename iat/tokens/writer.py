@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from iat.tokens.manifest import (
 from iat.tokens.rows import prepare_rows, sort_rows
 
 
-def write_part_dir(parts_dir: Path, name: str, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+def write_part_dir(parts_dir: Path, name: str, arrays: dict[str, np.ndarray | fsio.BlockArray]) -> dict[str, Any]:
     """Write arrays as ``parts_dir/name/<key>.npy``, visible under ``name`` only once all are durable."""
     tmp = parts_dir / fsio.temp_name("." + name)
     tmp.mkdir()
@@ -51,16 +52,29 @@ def add_rows_part(root: Path, manifest: dict[str, Any], cols: dict[str, np.ndarr
     user = cols.pop("user_id")
     starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]]) if len(user) else np.zeros(0, np.int64)
     offsets = np.append(starts, len(user)).astype(np.int64)
-    name = f"{role}-v{manifest['version']:06d}-{uuid.uuid4().hex[:8]}"
-    files = write_part_dir(root / PARTS_DIR, name, {"users": user[starts], "offsets": offsets, **cols})
     ts = cols["ts"]
+    ts_range = (int(ts.min()), int(ts.max())) if len(ts) else None
+    return add_part(root, manifest, {"users": user[starts], "offsets": offsets, **cols}, role, ts_range)
+
+
+def add_part(
+    root: Path,
+    manifest: dict[str, Any],
+    arrays: dict[str, np.ndarray | fsio.BlockArray],
+    role: str,
+    ts_range: tuple[int, int] | None,
+) -> dict[str, Any]:
+    """Write a part's arrays (``users``, ``offsets``, the row columns and ``tokens``, rows in (user, ts,
+    instance_id) order) and list it in ``manifest``."""
+    name = f"{role}-v{manifest['version']:06d}-{uuid.uuid4().hex[:8]}"
+    files = write_part_dir(root / PARTS_DIR, name, arrays)
     rec = {
         "name": name,
         "role": role,
-        "rows": len(user),
-        "users": len(starts),
-        "ts_min": int(ts.min()) if len(ts) else None,
-        "ts_max": int(ts.max()) if len(ts) else None,
+        "rows": arrays["ts"].shape[0],
+        "users": arrays["users"].shape[0],
+        "ts_min": ts_range[0] if ts_range else None,
+        "ts_max": ts_range[1] if ts_range else None,
         "files": files,
     }
     manifest["parts"].append(rec)
@@ -121,13 +135,21 @@ def write_store(
     cols["tokens"], _ = encode(x, dtype, scale)
     manifest = new_manifest(source=src, kind=kind, dtype=dtype, dims=list(x.shape[1:]), scale=scale)
     manifest["domains"] = vocab
+    return create_store(root, manifest, lambda folder: add_rows_part(folder, manifest, cols, "base"), overwrite)
 
+
+def create_store(root: Path, manifest: dict[str, Any], add_base: Callable[[Path], object], overwrite: bool) -> Path:
+    """Publish a store at ``root`` whose base part ``add_base(folder)`` writes and lists in ``manifest``.
+
+    With ``overwrite`` an existing store gets the new base as its next version; a new store is built in a
+    hidden sibling folder and renamed into place.
+    """
     if (root / MANIFEST_FILE).is_file():
         if not overwrite:
             raise FileExistsError(f"token store {root} exists; pass overwrite=True to replace it")
         with fsio.writer_lock(root):
             manifest["version"] = read_manifest(root)["version"] + 1
-            add_rows_part(root, manifest, cols, "base")
+            add_base(root)
             publish(root, manifest)
         return root
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
@@ -140,7 +162,7 @@ def write_store(
     (tmp_root / fsio.LOCK_FILE).touch()
     try:
         manifest["version"] = 1
-        add_rows_part(tmp_root, manifest, cols, "base")
+        add_base(tmp_root)
         fsio.write_json_atomic(tmp_root / MANIFEST_FILE, manifest)
         try:
             os.rename(tmp_root, root)  # replaces an empty folder; fails if a store appeared meanwhile
