@@ -88,7 +88,8 @@ def validate_parts(
     parts = dataset_parts(data)
     schema = Schema.from_yaml(data / SCHEMA_FILE)
     result = PartsValidation(max_quarantine_share=max_quarantine_share)
-    (out / "quarantine").mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / "quarantine", ignore_errors=True)  # a re-run with fewer parts must not leave stale parts
+    (out / "quarantine").mkdir(parents=True)
     ids_dir = out / ".validated-ids"  # the ids each part let through to the value suite, for later parts
     ids_dir.mkdir(exist_ok=True)
     try:

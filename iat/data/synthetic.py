@@ -3,7 +3,7 @@
 Several domains (ads, mall, live) share users; users have heavy-tailed history lengths and hidden traits
 (see ``synthetic_world``); 35 feature fields in four groups; click and delayed conversion labels; and the
 true ``p_click`` (P(click)) and ``p_conversion`` (P(conversion | click)) of every row, which no model may read.
-Same ``(users, seed)`` -> the same rows, bit for bit.
+Same ``(users, seed, chunk_users)`` -> the same rows, bit for bit (each chunk of users has its own random stream).
 """
 
 from __future__ import annotations
@@ -244,7 +244,8 @@ def generate_chunks(
         rng = np.random.default_rng([seed, 1, k])
         df = _chunk_frame(world, np.arange(s, min(s + chunk_users, users)), rng, shift)
         df = df.sort_values(["ts", "user_id"], kind="stable").reset_index(drop=True)
-        assert len(df) == offsets[k + 1] - offsets[k], "a chunk's row count must be its users' planned impressions"
+        if len(df) != offsets[k + 1] - offsets[k]:  # the id ranges were planned from these counts
+            raise RuntimeError(f"chunk {k}: {len(df)} rows, but its users' planned impressions are {offsets[k + 1] - offsets[k]}")
         df.insert(0, "instance_id", np.arange(offsets[k], offsets[k + 1], dtype=np.int64))
         yield df
 
