@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from iat.data.io import read_dataset, write_dataset
+from iat.data.io import append_csv_rows, read_dataset, write_dataset
 from iat.data.registry import load_dataset
 from iat.data.split import add_split
 from iat.downstream import DownstreamData, DownstreamSpec, train_downstream
@@ -99,7 +99,7 @@ def run_worker(work: Path, matrix: dict[str, Any], train: dict[str, Any], worker
              "params": m["params"], "samples_per_s": m["samples_per_s"], "best_epoch": m["best_epoch"]}
             for split in ("valid", "test")
         ]  # fmt: skip
-        pd.DataFrame(rows).to_csv(out, mode="a", header=not out.is_file(), index=False)
+        append_csv_rows(out, rows)
         print(f"[worker {worker}] {spec.name} seed {seed}: test auc {m['test']['auc']:.4f}", flush=True)
     return out
 

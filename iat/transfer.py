@@ -35,6 +35,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from iat.data.io import append_csv_rows
 from iat.downstream import DownstreamData, DownstreamSpec, train_downstream
 from iat.experiments import MatrixRun, format_table, relative_table
 from iat.metrics import auc
@@ -319,7 +320,7 @@ def run_transfer(
                 data[job.domain] = DownstreamData.prepare(target_rows(df, job.domain, a, cfg.shared_users), schema)
             train = TrainConfig(**{**cfg.train, "seed": seed, "threads": cfg.threads, "progress": False})
             _, m = train_downstream(data[job.domain], spec_of(job, cfg), stores.get(job.source) if job.source else None, train, task=job.task)
-            pd.DataFrame(_job_rows(job, seed, m)).to_csv(out, mode="a", header=not out.is_file(), index=False)
+            append_csv_rows(out, _job_rows(job, seed, m))
             say(f"[transfer] seed {seed} {job.name}: test {job.task} auc {m['test']['auc']:.4f}")
 
     results = pd.read_csv(out)

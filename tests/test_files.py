@@ -148,3 +148,14 @@ def test_parquet_integers_with_nulls_keep_exact_values(folder):
     result = validate_log(loaded, schema, max_quarantine_share=1.0)
     assert list(result.quarantine.index) == [5]
     assert result.clean["instance_id"].tolist() == np.delete(big, 5).tolist()
+
+
+def test_append_csv_rows_keeps_one_header_and_never_shows_a_partial_file(tmp_path):
+    from iat.data.io import append_csv_rows
+
+    out = tmp_path / "results.csv"
+    append_csv_rows(out, [{"spec": "a", "seed": 0, "auc": 0.7}])
+    append_csv_rows(out, [{"spec": "b", "seed": 1, "auc": 0.6}, {"spec": "b", "seed": 2, "auc": 0.65}])
+    df = pd.read_csv(out)
+    assert list(df["spec"]) == ["a", "b", "b"] and list(df["seed"]) == [0, 1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]  # the temporary file was renamed into place

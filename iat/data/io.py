@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -66,6 +67,14 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
     os.replace(tmp, path)
+
+
+def append_csv_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Append rows to a small results CSV by rewriting it atomically: a crash mid-write never leaves a torn line
+    that a resumed run would misread (results files hold at most a few hundred rows)."""
+    new = pd.DataFrame(rows)
+    full = pd.concat([pd.read_csv(path), new], ignore_index=True) if path.is_file() else new
+    write_atomic(path, lambda p: full.to_csv(p, index=False))
 
 
 def read_dataset(data_dir: str | Path) -> tuple[pd.DataFrame, Schema]:
