@@ -53,10 +53,14 @@ def e2e_plan(config: str | None, overrides: dict[str, Any] | None = None) -> tup
     return params, binding
 
 
+# end_to_end parameter -> the `iat run` flag that sets it (``--model`` is the source kind)
+CLI_PARAMS = {"dataset": "dataset", "users": "users", "seed": "seed", "path": "path", "kind": "model", "L": "L", "seeds": "seeds", "epochs": "epochs"}
+CLI_FLAGS = tuple(CLI_PARAMS.values())
+
+
 def cli_overrides(a: Any) -> dict[str, Any]:
-    """``iat run end_to_end`` flags -> end_to_end parameters (``--model`` is the source kind)."""
-    keys = {"dataset": "dataset", "users": "users", "seed": "seed", "path": "path", "kind": "model", "L": "L", "seeds": "seeds", "epochs": "epochs"}
-    return {k: getattr(a, attr, None) for k, attr in keys.items()}
+    """``iat run end_to_end`` flags -> end_to_end parameters."""
+    return {k: getattr(a, attr, None) for k, attr in CLI_PARAMS.items()}
 
 
 def run_end_to_end(config: str | None, overrides: dict[str, Any] | None = None) -> int:

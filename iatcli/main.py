@@ -68,15 +68,26 @@ def _validate_chunked(path: str, out: Path, max_quarantine_share: float) -> int:
     return 0
 
 
+RUN_FLAGS = ("dataset", "users", "seed", "path", "model", "seeds", "epochs", "source", "source_version", "dtype", "post_sit", "shards", "seq", "iat", "tokens", "L", "name", "processes")
+
+
+def _refuse_flags(a: argparse.Namespace, flags: set[str], pipeline: str) -> None:
+    given = sorted(f for f in flags if getattr(a, f, None) is not None)
+    if given:
+        raise ValueError(f"iat run {pipeline} does not take {', '.join('--' + f.replace('_', '-') for f in given)}")
+
+
 def _cmd_run(a: argparse.Namespace) -> int:
     from iatcli.config import load_config
     from iatcli.runs import run_pipeline
 
+    keys = RUN_FLAGS
     if a.pipeline == "end_to_end":
-        from iatcli.end_to_end import cli_overrides, run_end_to_end
+        from iatcli.end_to_end import CLI_FLAGS, cli_overrides, run_end_to_end
 
+        _refuse_flags(a, set(keys) - set(CLI_FLAGS), "end_to_end")
         return run_end_to_end(a.config, cli_overrides(a))
-    keys = ("dataset", "users", "seed", "path", "model", "epochs", "source", "source_version", "dtype", "post_sit", "shards", "seq", "iat", "tokens", "L", "name", "processes")
+    # a flag a pipeline does not take becomes an unknown key of its config section, which names it in the error
     cfg = load_config(a.config, a.pipeline, {k: getattr(a, k, None) for k in keys})
     return run_pipeline(a.pipeline, cfg)
 
@@ -127,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int)
     r.add_argument("--path")
     r.add_argument("--model", choices=["temporal", "user_order", "hgaq", "logreg"], help="source: which source model to train; end_to_end: temporal | user_order")
-    r.add_argument("--seeds", type=int, nargs="+", help="end_to_end: downstream training seeds (one base and one +IAT ranker each)")
+    r.add_argument("--seeds", type=int, nargs="+", help="end_to_end: downstream training seeds (one base and one +IAT ranker each); transfer: the rankers' seeds")
     r.add_argument("--epochs", type=int, help="source: maximum training epochs (early stopping on valid AUC)")
     r.add_argument("--source", choices=["temporal", "user_order", "hgaq"], help="tokens / downstream: the source model whose version to use")
     r.add_argument("--source-version", help="tokens / downstream: that model's version (default: latest)")

@@ -151,3 +151,11 @@ def test_deployed_data_pipeline_runs_on_http_invoke_then_is_deprovisioned(iat_ho
         client.get_deployment("data-test-deploy")
     with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
         urllib.request.urlopen(f"{deployment.url}/health", timeout=5)
+
+
+def test_run_end_to_end_refuses_flags_it_does_not_take():
+    from iatcli.main import build_parser
+
+    a = build_parser().parse_args(["run", "end_to_end", "--processes", "2", "--users", "50"])
+    with pytest.raises(ValueError, match="does not take --processes"):
+        a.func(a)
