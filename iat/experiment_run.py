@@ -20,8 +20,7 @@ from iat.data.io import append_csv_rows, read_dataset, write_dataset
 from iat.data.registry import load_dataset
 from iat.data.split import add_split
 from iat.downstream import DownstreamData, DownstreamSpec, train_downstream
-from iat.experiments import MatrixRun, base_of, format_table, matrix_specs, relative_table
-from iat.metrics import auc
+from iat.experiments import MatrixRun, base_of, format_table, matrix_specs, oracles, relative_table
 from iat.models.registry import load_bundle, save_bundle, train_source
 from iat.schema import Schema
 from iat.tokens.materialize import materialize
@@ -108,11 +107,7 @@ def report(work: Path, matrix: dict[str, Any], title: str) -> str:
     results = pd.concat([pd.read_csv(p) for p in sorted((work / "results").glob("worker-*.csv"))], ignore_index=True)
     results = results.drop_duplicates(["spec", "seed", "split"])
     df, _ = read_dataset(work / "data")
-    oracle = {}
-    if "p_click" in df.columns:
-        for split in ("valid", "test"):
-            d = df[df["split"] == split]
-            oracle[split] = auc(d["click"].to_numpy(), d["p_click"].to_numpy())
+    oracle = oracles(df)
     run = MatrixRun(results, oracle)
     tables = selected_tables(matrix)
     parts = [f"### {title}", ""]

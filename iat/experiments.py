@@ -15,7 +15,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from iat.downstream import DownstreamData, DownstreamSpec, train_downstream
-from iat.metrics import mean_ci
+from iat.metrics import oracle_auc, paired_relative_change
 from iat.models.hgaq import HGAQTokenizer
 from iat.tokens.store import TokenStore
 from iat.train import TrainConfig
@@ -60,6 +60,11 @@ def base_of(spec: DownstreamSpec) -> str:
     return f"base-{seq}"
 
 
+def oracles(df: pd.DataFrame) -> dict[str, float]:
+    """split -> the oracle AUC on valid and test (empty for logs without the generator's p_click)."""
+    return {s: o for s in ("valid", "test") if (o := oracle_auc(df, s)) is not None}
+
+
 @dataclass
 class MatrixRun:
     results: pd.DataFrame  # one row per (spec, seed, split) with auc, gauc, logloss, params, samples_per_s
@@ -97,14 +102,7 @@ def run_matrix(
             rows.append(row)
             if on_result:
                 on_result(row)
-    oracle = {}
-    if "p_click" in data.df.columns:
-        from iat.metrics import auc
-
-        for split in ("valid", "test"):
-            d = data.df[data.split == split]
-            oracle[split] = auc(d["click"].to_numpy(), d["p_click"].to_numpy())
-    return MatrixRun(pd.DataFrame(rows), oracle)
+    return MatrixRun(pd.DataFrame(rows), oracles(data.df))
 
 
 def relative_table(run: MatrixRun, names: list[str], split: str = "test") -> pd.DataFrame:
@@ -120,8 +118,7 @@ def relative_table(run: MatrixRun, names: list[str], split: str = "test") -> pd.
         if base != name:
             b = r.loc[base]
             for k in ("auc", "gauc", "logloss"):
-                rel = 100.0 * (mine[k] - b.loc[mine.index, k]) / b.loc[mine.index, k]
-                row[f"d_{k}"] = mean_ci(rel.to_numpy())
+                row[f"d_{k}"] = paired_relative_change(mine[k].to_numpy(), b.loc[mine.index, k].to_numpy())
         if run.oracle:
             b_auc = float(r.loc[base]["auc"].mean())
             gap = run.oracle[split] - b_auc

@@ -241,6 +241,20 @@ def t_quantile(q: float, df: int) -> float:
     return (lo + hi) / 2
 
 
+def oracle_auc(df: Any, split: str = "test") -> float | None:
+    """AUC of the generator's true click probability on ``split`` (synthetic logs only; None otherwise)."""
+    if "p_click" not in df.columns:
+        return None
+    d = df[df["split"] == split]
+    return auc(d["click"].to_numpy(), d["p_click"].to_numpy())
+
+
+def paired_relative_change(values: Any, base: Any) -> tuple[float, float, float]:
+    """Mean and t-interval over seeds of the paired relative change (%) of ``values`` vs ``base`` (same seeds)."""
+    v, b = np.asarray(values, dtype=np.float64), np.asarray(base, dtype=np.float64)
+    return mean_ci(100.0 * (v - b) / b)
+
+
 def mean_ci(values: Any, alpha: float = 0.05) -> tuple[float, float, float]:
     """Mean and two-sided t-interval over independent runs (e.g. seeds). One value gives NaN bounds."""
     v = np.asarray(values, dtype=np.float64).ravel()

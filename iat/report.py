@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
-from iat.metrics import auc, mean_ci
+from iat.metrics import mean_ci, paired_relative_change
 
 METRICS = ("auc", "gauc", "logloss")
 
@@ -44,14 +44,6 @@ def _row(label: str, name: str, entries: list[dict[str, Any]], split: str) -> di
     return row
 
 
-def oracle_auc(df: Any, split: str = "test") -> float | None:
-    """AUC of the generator's true click probability on ``split`` (synthetic logs only; None otherwise)."""
-    if "p_click" not in df.columns:
-        return None
-    d = df[df["split"] == split]
-    return float(auc(d["click"].to_numpy(), d["p_click"].to_numpy()))
-
-
 def result_table(
     models: Sequence[tuple[str, str, Mapping[str, Any]]], oracle: float | None = None, split: str = "test"
 ) -> dict[str, Any]:
@@ -71,8 +63,7 @@ def result_table(
             raise ValueError(f"'{label}' shares no training seed with the base model: cannot pair them")
         d: dict[str, Any] = {"seeds": len(paired)}
         for k in METRICS:
-            rel = [100.0 * (e[split][k] - b[split][k]) / b[split][k] for e, b in paired]
-            mean, lo, hi = mean_ci(rel)
+            mean, lo, hi = paired_relative_change([e[split][k] for e, _ in paired], [b[split][k] for _, b in paired])
             d[k], d[f"{k}_lo"], d[f"{k}_hi"] = mean, _nan_to_none(lo), _nan_to_none(hi)
         deltas[label] = d
     table: dict[str, Any] = {"split": split, "base": base_label, "rows": rows, "delta_vs_base": deltas, "oracle_auc": oracle}

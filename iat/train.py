@@ -127,7 +127,7 @@ def predict_all(model: nn.Module, batches: BatchSource) -> dict[str, np.ndarray]
 
 # What ``predict`` returns per task: (score key, label key). Conversion labels are NaN where there is none
 # (not clicked): those rows are left out, so the conversion metrics are pCVR over clicked rows.
-TASK_KEYS: dict[str, tuple[str, str]] = {"click": ("p", "y"), "conversion": ("p_conversion", "y_conversion")}
+TASK_KEYS: dict[str, tuple[str, str]] = {"click": ("p", "y"), "conversion": ("p_conv", "y_conversion")}
 
 
 def evaluate_model(model: nn.Module, batches: BatchSource, n_boot: int = 0, seed: int = 0, task: str = "click") -> dict:

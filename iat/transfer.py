@@ -38,7 +38,7 @@ import pandas as pd
 from iat.data.io import append_csv_rows
 from iat.downstream import DownstreamData, DownstreamSpec, train_downstream
 from iat.experiments import MatrixRun, format_table, relative_table
-from iat.metrics import auc
+from iat.metrics import oracle_auc
 from iat.models.registry import SourceBundle, load_bundle, save_bundle, train_source
 from iat.schema import SPLIT_COLUMN, Schema
 from iat.tokens.materialize import materialize
@@ -399,8 +399,7 @@ def _notes(
     if cfg.shared_users:
         notes.append(f"target-domain rankers train and score on the rows of users who also have {a} rows (shared users)")
     if "p_click" in df.columns:
-        test = df[df[SPLIT_COLUMN] == "test"]
-        orc = {d: auc(g["click"].to_numpy(), g["p_click"].to_numpy()) for d, g in test.groupby("domain")}
+        orc = {d: oracle_auc(g) for d, g in df.groupby("domain")}
         notes.append("oracle test AUC (the generator's true p_click): " + ", ".join(f"{d} {v:.4f}" for d, v in orc.items()))
     return notes
 

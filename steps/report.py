@@ -5,7 +5,8 @@ from zenml import log_metadata, step
 from zenml.types import MarkdownString
 
 from iat.downstream import RankerBundle
-from iat.report import format_result_table, oracle_auc, result_table as make_table
+from iat.metrics import oracle_auc
+from iat.report import format_result_table, result_table as make_table
 
 
 @step

@@ -134,4 +134,4 @@ class SIFMixer(nn.Module):
     def predict(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = self(b)
         p_conv = torch.sigmoid(out["conv_logit"])
-        return {"p": torch.sigmoid(out["click_logit"]), "p_conv": p_conv, "y": b["click"], "user": b["user_id"], "p_conversion": p_conv, "y_conversion": b["conversion"]}
+        return {"p": torch.sigmoid(out["click_logit"]), "p_conv": p_conv, "y": b["click"], "user": b["user_id"], "y_conversion": b["conversion"]}
