@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from iat import distributed as dist
-from iat.data.io import SCHEMA_FILE, dataset_parts, is_chunked, read_dataset, write_dataset
+from iat.data.io import read_dataset, write_dataset
 from iat.data.split import add_split
 from iat.downstream import DownstreamData, DownstreamSpec, RankerBundle, load_ranker, save_ranker, train_downstream
 from iat.models.registry import SOURCE_KINDS, SourceBundle, load_bundle, save_bundle, train_source
@@ -69,15 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _read(data: str) -> tuple[pd.DataFrame, Schema]:
-    """A dataset folder; a chunked one's parts concatenated (training holds its rows in memory anyway)."""
-    if is_chunked(data):
-        return pd.concat([pd.read_parquet(p) for p in dataset_parts(data)], ignore_index=True), Schema.from_yaml(Path(data) / SCHEMA_FILE)
-    return read_dataset(data)
-
-
 def _work(a: argparse.Namespace) -> None:
-    df, schema = _read(a.data)
+    df, schema = read_dataset(a.data)
     if SPLIT_COLUMN not in df.columns:
         df = add_split(df)
     cfg = TrainConfig(**a.train_config)

@@ -78,7 +78,10 @@ def append_csv_rows(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def read_dataset(data_dir: str | Path) -> tuple[pd.DataFrame, Schema]:
+    """A dataset folder in memory; a chunked one's parts concatenated (stages that stream read the parts instead)."""
     d = Path(data_dir)
+    if is_chunked(d):
+        return pd.concat([pd.read_parquet(p) for p in dataset_parts(d)], ignore_index=True), Schema.from_yaml(d / SCHEMA_FILE)
     if not (d / INSTANCES_FILE).is_file() or not (d / SCHEMA_FILE).is_file():
         raise FileNotFoundError(
             f"{d} is not a dataset folder: expected {INSTANCES_FILE} and {SCHEMA_FILE} "
