@@ -66,26 +66,10 @@ def end_to_end(
     return table
 
 
-def end_to_end_pipeline(
-    kind: str,
-    base_spec: Dict[str, Any],
-    iat_spec: Dict[str, Any],
-    source_model_config: Optional[Dict[str, Any]] = None,
-    source_train_config: Optional[Dict[str, Any]] = None,
-    ranker_train_config: Optional[Dict[str, Any]] = None,
-    dtype: Optional[str] = None,
-    post_sit: bool = False,
-    transfer_config: Optional[Dict[str, Any]] = None,
-    settings: Optional[Dict[str, Any]] = None,
-) -> Pipeline:
-    """``end_to_end`` bound to a source kind, ranker specs and train configs (see ``step_configurations``);
-    call it with the run parameters, or ``.deploy(name, **parameters)`` it."""
-    return end_to_end.with_options(
-        **run_configuration(
-            kind, base_spec, iat_spec, source_model_config, source_train_config, ranker_train_config, dtype, post_sit, transfer_config
-        ),
-        **({"settings": settings} if settings else {}),
-    )
+def end_to_end_pipeline(settings: Optional[Dict[str, Any]] = None, **binding: Any) -> Pipeline:
+    """``end_to_end`` bound by ``run_configuration(**binding)`` (source kind, ranker specs, train and transfer
+    configs); call it with the run parameters, or ``.deploy(name, **parameters)`` it."""
+    return end_to_end.with_options(**run_configuration(**binding), **({"settings": settings} if settings else {}))
 
 
 def run_configuration(
