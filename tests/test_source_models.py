@@ -83,6 +83,77 @@ def test_sit_never_sees_the_label_of_its_own_position(encoded, user_model):
         assert torch.equal(user_model.post_sit(flipped)[b, : k + 1], user_model.post_sit(batch)[b, : k + 1])
 
 
+def _tie(batch: dict, b: int, j: int, width: int) -> dict:
+    """The batch with positions j .. j+width-1 of window b moved to one moment (the ts of position j)."""
+    tied = {key: v.clone() for key, v in batch.items()}
+    tied["ts"][b, j : j + width] = tied["ts"][b, j]
+    return tied
+
+
+def test_sit_rows_of_one_moment_do_not_see_each_other(encoded, user_model):
+    # Real logs tie often (76% of MovieLens rows share a second with a row of the same user): rows with the same
+    # ts are one moment and none may read another's features or click. Position order inside a moment is
+    # arbitrary (instance_id), so the first and the last row of a moment must both be blind to the others.
+    _, frame, _ = encoded
+    batch, b = _long_window(frame, user_model)
+    n = int(batch["valid"][b].sum())
+    j = n // 2
+    tied = _tie(batch, b, j, 3)
+    with torch.no_grad():
+        before = user_model.post_sit(tied)
+        for k in (j, j + 1, j + 2):
+            changed = {key: v.clone() for key, v in tied.items()}
+            changed["click"][b, k] = 1 - changed["click"][b, k]
+            changed["cat"][b, k] = (changed["cat"][b, k] + 1) % 3
+            changed["num"][b, k] += 2.0
+            after = user_model.post_sit(changed)
+            same_moment = [p for p in (j, j + 1, j + 2) if p != k]
+            assert (after[b, same_moment] - before[b, same_moment]).abs().max() <= 1e-6, k
+            assert (after[b, j + 3 : n] - before[b, j + 3 : n]).abs().amax(dim=1).min() > 1e-4  # later rows see it
+        # a row's gap and position ignore its moment: the last row of the moment reads like the first one would
+        alone = {key: v.clone() for key, v in tied.items()}
+        keep = torch.ones(alone["valid"].shape[1], dtype=torch.bool)
+        keep[[j, j + 1]] = False
+        for key in alone:
+            alone[key] = alone[key][:, keep]
+        assert torch.allclose(user_model.post_sit(alone)[b, j], before[b, j + 2], atol=1e-5)
+
+
+def test_source_model_scores_ignore_same_second_labels():
+    # The whole path (windows with context chunks, training batches, scoring): on a log rounded to the hour, where
+    # most rows of a user tie, flipping one row's click must not move the score of any row of its moment.
+    df, schema = generate(60, seed=4, progress=False)
+    df["ts"] = df["ts"] // 3600 * 3600
+    df = add_split(df)
+    split = df["split"].to_numpy()
+    enc = FeatureEncoder.fit(df[split == "train"], schema)
+    model = build_source_model("user_order", enc, {**TINY, "t_src": 8}, seed=0)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.sit.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    model.eval()
+    frame = enc.transform(df)
+    key = df.groupby(["user_id", "ts"])["instance_id"].transform("size")
+    r = int(np.flatnonzero((key.to_numpy() >= 3) & (split == "test"))[0])
+    moment = (df["user_id"] == df["user_id"].iloc[r]) & (df["ts"] == df["ts"].iloc[r])
+    later = (df["user_id"] == df["user_id"].iloc[r]) & (df["ts"] > df["ts"].iloc[r])
+
+    def scores(click: np.ndarray) -> dict[int, float]:
+        f = frame.take(np.arange(len(frame)))
+        f.click = click
+        out = predict_all(model, UserChunkBatches(f, np.ones(len(f), bool), 8, 256))
+        return dict(zip(out["instance_id"].tolist(), out["p"].tolist()))
+
+    a = scores(frame.click.copy())
+    flipped = frame.click.copy()
+    flipped[r] = 1 - flipped[r]
+    b = scores(flipped)
+    ids = df["instance_id"].to_numpy()
+    assert all(a[i] == b[i] for i in ids[moment.to_numpy()] if i != ids[r])
+    assert any(abs(a[i] - b[i]) > 1e-6 for i in ids[later.to_numpy()])  # later rows do read it
+
+
 def test_pre_sit_code_is_a_pure_function_of_the_row(encoded, user_model):
     _, frame, split = encoded
     rows = RowBatches(frame, batch_size=len(frame))

@@ -1,42 +1,66 @@
-"""Source Instance Transformer (SIT): causal pre-LN Transformer over a user's time-ordered instance codes.
+"""Source Instance Transformer (SIT): a pre-LN Transformer over a user's time-ordered instance codes that obeys the
+product's time rule: **a row sees only rows with a strictly earlier ts**; rows sharing a ts are one moment, and
+none of them sees another's features or labels (76% of MovieLens rows share a second with another row of the
+same user, so "causal by position" is not enough).
 
-Input at position t = code_t + learned position embedding + bucketed log time-gap embedding (gap to the previous
-instance in the window) + (optionally) an embedding of the PREVIOUS instance's click label (a "start" value at the
-window's first position). Through the causal mask, position t therefore sees the features of instances <= t and
-the clicks of instances < t only - never its own label. Nothing after t can move the output at t.
+- Attention: position t attends to itself and to every real position s with ts_s < ts_t (``moment_mask``).
+- Labels ride on the attended side: when t reads an earlier row s, s's key and value carry an embedding of s's
+  click; t's own key and value carry a "self" label instead. So t knows the clicks of every earlier row it
+  attends to and never its own (nor a same-moment row's). Every block adds the labels again, since a row's
+  hidden state never holds its own label.
+- Position = number of real rows strictly earlier in the window; time gap = seconds since the latest strictly
+  earlier row. Neither counts same-moment rows.
+
+Nothing at or after ts_t can move the output at t (tests/test_source_models.py checks both rules).
 """
 
 from __future__ import annotations
 
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-START_LABEL = 2  # label-input id at the first position of a window (0/1 are the previous click)
+SELF_LABEL = 2  # label id a position carries when it attends to itself (0/1 are the clicks of earlier rows)
+_NEVER = torch.iinfo(torch.int64).max  # ts given to padding: later than every real row
 
 
-def gap_buckets(ts: torch.Tensor, n_buckets: int) -> torch.Tensor:
-    """[B, L] timestamps -> time-gap bucket ids: 0 at the first position, else 1 + floor(log2(1 + gap seconds))."""
-    gap = (ts[:, 1:] - ts[:, :-1]).clamp(min=0).double()
+def moment_order(ts: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, L] ts (sorted within the real rows, padding at the end) -> (first index of each position's ts group,
+    the padded ts used for comparisons). The first index is also the count of strictly earlier real rows."""
+    t = torch.where(valid, ts, torch.full_like(ts, _NEVER))
+    return torch.searchsorted(t, t, right=False), t
+
+
+def moment_mask(t: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """[B, L, L] bool: query t may read key s (s == t, or s real with ts_s < ts_t)."""
+    earlier = (t.unsqueeze(2) > t.unsqueeze(1)) & valid.unsqueeze(1)
+    return earlier | torch.eye(t.shape[1], dtype=torch.bool, device=t.device)
+
+
+def gap_buckets(t: torch.Tensor, first: torch.Tensor, n_buckets: int) -> torch.Tensor:
+    """Bucket of the seconds since the latest strictly earlier row: 0 when there is none (or at padding), else
+    1 + floor(log2(1 + gap)), clamped to the table."""
+    prev = torch.gather(t, 1, (first - 1).clamp(min=0))
+    gap = (t - prev).clamp(min=0).double()
     b = 1 + torch.floor(torch.log2(1.0 + gap)).long().clamp(max=n_buckets - 2)
-    return torch.cat([torch.zeros_like(ts[:, :1]), b], dim=1)
+    return torch.where((first > 0) & (t != _NEVER), b, torch.zeros_like(b))
 
 
-def previous_labels(click: torch.Tensor) -> torch.Tensor:
-    """[B, L] 0/1 clicks -> the previous position's click, START_LABEL at position 0."""
-    prev = click[:, :-1].long()
-    return torch.cat([torch.full_like(prev[:, :1], START_LABEL), prev], dim=1)
+class MomentBlock(nn.Module):
+    """Pre-LN block: attention under the moment mask with labels on the keys / values of earlier rows, then an FFN."""
 
-
-class CausalBlock(nn.Module):
-    def __init__(self, d: int, heads: int, ffn: int):
+    def __init__(self, d: int, heads: int, ffn: int, label_input: bool):
         super().__init__()
         if d % heads:
             raise ValueError(f"SIT width {d} is not divisible by {heads} heads")
         self.heads = heads
         self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.qkv = nn.Linear(d, 3 * d)
+        self.q, self.kv = nn.Linear(d, d), nn.Linear(d, 2 * d)
+        self.label = nn.Embedding(SELF_LABEL + 1, d) if label_input else None
+        if self.label is not None:
+            nn.init.normal_(self.label.weight, std=0.02)
         self.out = nn.Linear(d, d)
         self.ffn = nn.Sequential(nn.Linear(d, ffn), nn.GELU(), nn.Linear(ffn, d))
         # Residual branches start at zero: the block starts as the identity, so the encoder below trains as if
@@ -46,10 +70,29 @@ class CausalBlock(nn.Module):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
         B, L, d = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(B, L, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return x.view(B, L, self.heads, d // self.heads).transpose(1, 2)  # [B, H, L, dh]
+
+    def forward(self, x: torch.Tensor, click: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        B, L, d = x.shape
+        h = self.ln1(x)
+        q = self._split(self.q(h))
+        if self.label is None:
+            k, v = (self._split(z) for z in self.kv(h).chunk(2, dim=-1))
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed.unsqueeze(1))
+        else:
+            # Keys / values of row s as read by another row: h_s + label(click_s); as read by itself: h_s +
+            # label(SELF). Both are linear in the label, so one score matrix plus a diagonal correction does it.
+            k_o, v_o = (self._split(z) for z in self.kv(h + self.label(click.long().clamp(0, 1))).chunk(2, dim=-1))
+            k_s, v_s = (self._split(z) for z in self.kv(h + self.label.weight[SELF_LABEL]).chunk(2, dim=-1))
+            scale = 1.0 / math.sqrt(d // self.heads)
+            scores = (q @ k_o.transpose(-1, -2)) * scale
+            eye = torch.eye(L, dtype=torch.bool, device=x.device)
+            scores = torch.where(eye, ((q * k_s).sum(-1) * scale).unsqueeze(-1), scores)
+            w = torch.softmax(scores.masked_fill(~allowed.unsqueeze(1), float("-inf")), dim=-1)
+            # the diagonal weight goes to the self value; zeroing it in the matrix keeps a row's own click out exactly
+            a = w.masked_fill(eye, 0.0) @ v_o + torch.diagonal(w, dim1=-2, dim2=-1).unsqueeze(-1) * v_s
         x = x + self.out(a.transpose(1, 2).reshape(B, L, d))
         return x + self.ffn(self.ln2(x))
 
@@ -60,21 +103,19 @@ class SourceInstanceTransformer(nn.Module):
         self.max_len, self.n_gap_buckets = max_len, n_gap_buckets
         self.pos = nn.Embedding(max_len, d)
         self.gap = nn.Embedding(n_gap_buckets, d)
-        self.label = nn.Embedding(START_LABEL + 1, d) if label_input else None
-        for emb in (self.pos, self.gap, self.label):
-            if emb is not None:
-                nn.init.normal_(emb.weight, std=0.02)
-        self.blocks = nn.ModuleList([CausalBlock(d, heads, ffn_mult * d) for _ in range(layers)])
+        for emb in (self.pos, self.gap):
+            nn.init.normal_(emb.weight, std=0.02)
+        self.blocks = nn.ModuleList([MomentBlock(d, heads, ffn_mult * d, label_input) for _ in range(layers)])
         self.ln = nn.LayerNorm(d)
 
-    def forward(self, codes: torch.Tensor, ts: torch.Tensor, click: torch.Tensor) -> torch.Tensor:
-        """codes [B, L, D], ts [B, L], click [B, L] (values at padding are ignored: padding is at the end) -> [B, L, D]."""
+    def forward(self, codes: torch.Tensor, ts: torch.Tensor, click: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """codes [B, L, D]; ts, click, valid [B, L] (real rows sorted by ts, padding at the end) -> [B, L, D]."""
         L = codes.shape[1]
         if L > self.max_len:
             raise ValueError(f"SIT window of {L} positions exceeds max_len {self.max_len}")
-        x = codes + self.pos.weight[:L] + self.gap(gap_buckets(ts, self.n_gap_buckets))
-        if self.label is not None:
-            x = x + self.label(previous_labels(click))
+        first, t = moment_order(ts, valid)
+        x = codes + self.pos(first.clamp(max=self.max_len - 1)) + self.gap(gap_buckets(t, first, self.n_gap_buckets))
+        allowed = moment_mask(t, valid)
         for blk in self.blocks:
-            x = blk(x)
+            x = blk(x, click, allowed)
         return self.ln(x)

@@ -6,7 +6,8 @@ the SIT window is [context (t_src) ++ chunk (<= t_src)] and every position sees 
 earlier instances (fewer at the start of a user's history). The context's codes are **recomputed** under
 ``torch.no_grad`` with the current encoder at every step (no cache: a cache would hold codes of an older encoder
 and make the result depend on the visiting order); they get no gradient (stop-gradient). Context rows carry
-their click labels into the label input exactly like in-chunk rows. BCE at every scored chunk position.
+their clicks to later rows exactly like in-chunk rows. BCE at every scored chunk position. Within a window the
+SIT's time rule holds (``iat.models.sit``): a position reads only rows with a strictly earlier ts.
 
 Train and eval share one code path: training builds the windows over the user's train rows and scores all of
 them; evaluation builds them over the user's full time-ordered log (all splits) and scores only the positions of
@@ -41,7 +42,7 @@ USER_ORDER_DEFAULTS: dict[str, Any] = {
     "sit_heads": 4,
     "sit_ffn_mult": 4,
     "gap_buckets": 32,
-    "sit_label_input": True,  # SIT input at t includes the click of instance t-1 (never t's own)
+    "sit_label_input": True,  # position t reads the clicks of the strictly earlier rows it attends to (never its own)
     "order": "shuffle",  # tuned on valid: shuffled chunks beat chronological ones
     "two_pass": False,  # needs order "time"; no gain on valid in our runs
 }
@@ -178,7 +179,7 @@ class UserOrderSourceModel(nn.Module):
         return out
 
     def post_sit(self, batch: dict[str, torch.Tensor], codes: torch.Tensor | None = None) -> torch.Tensor:
-        return self.sit(self.codes(batch) if codes is None else codes, batch["ts"], batch["click"])
+        return self.sit(self.codes(batch) if codes is None else codes, batch["ts"], batch["click"], batch["valid"])
 
     def _logits(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Click and conversion logits at the scored positions, flat [N]."""
