@@ -29,9 +29,18 @@ class DIN(_EmptyAware):
         super().__init__(d)
         self.att = nn.Sequential(nn.Linear(4 * d, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
+    def scores(self, query: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
+        """[B, L] attention logits. The first layer reads [q, s, q - s, q * s]; split into its query, history and
+        product terms (W_q + W_d) q + (W_s - W_d) s + W_p (q * s), the query term runs once per row, not per
+        position: the same numbers as the concatenation, with half its multiply-adds."""
+        first, rest = self.att[0], self.att[1:]
+        d = seq.shape[-1]
+        w_q, w_s, w_d, w_p = first.weight.split(d, dim=1)
+        h = seq @ (w_s - w_d).T + (query.unsqueeze(1) * seq) @ w_p.T + (query @ (w_q + w_d).T + first.bias).unsqueeze(1)
+        return rest(h).squeeze(-1)
+
     def forward(self, query: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        q = query.unsqueeze(1).expand_as(seq)
-        w = self.att(torch.cat([q, seq, q - seq, q * seq], dim=-1)).squeeze(-1)
+        w = self.scores(query, seq)
         # DIN keeps weights unnormalised (sigmoid) so the pooled norm carries how much history matched.
         w = torch.sigmoid(w) * mask
         out = (w.unsqueeze(-1) * seq).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
@@ -45,9 +54,13 @@ class _PreLNBlock(nn.Module):
         self.attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
         self.ffn = nn.Sequential(nn.Linear(d, ffn), nn.GELU(), nn.Linear(ffn, d))
 
-    def forward(self, x: torch.Tensor, kv: torch.Tensor | None = None, key_pad: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.ln1(x)
-        src = h if kv is None else self.ln1(kv)
+    def forward(self, x: torch.Tensor, kv: torch.Tensor | None = None, key_pad: torch.Tensor | None = None, rows: int | None = None) -> torch.Tensor:
+        """Rows of ``x`` attend to ``kv`` (default: ``x`` itself). ``rows``: compute only the first ``rows`` outputs
+        (every row still serves as a key): exact for a last layer whose other outputs nobody reads."""
+        src = self.ln1(x if kv is None else kv)
+        h = src if kv is None else self.ln1(x)
+        if rows is not None:
+            x, h = x[:, :rows], h[:, :rows]
         x = x + self.attn(h, src, src, key_padding_mask=key_pad, need_weights=False)[0]
         return x + self.ffn(self.ln2(x))
 
@@ -63,8 +76,9 @@ class TransformerPool(_EmptyAware):
     def forward(self, query: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = torch.cat([query.unsqueeze(1), seq], dim=1)
         pad = torch.cat([torch.zeros_like(mask[:, :1]), ~mask], dim=1)  # the query slot is never padding
-        for blk in self.blocks:
-            x = blk(x, key_pad=pad)
+        # Only the query slot's output is read: the last block computes that one row (the others are keys only).
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, key_pad=pad, rows=1 if i == len(self.blocks) - 1 else None)
         return self._fill_empty(self.ln(x[:, 0]), mask)
 
 
@@ -85,9 +99,9 @@ class LongerPool(_EmptyAware):
         # Padding everywhere would make attention NaN: let empty rows attend to one dummy slot, then replace.
         safe = mask.clone()
         safe[:, -1] |= ~mask.any(dim=1)
-        x = self.cross(q, kv=seq, key_pad=~safe)
-        for blk in self.self_blocks:
-            x = blk(x)
+        x = self.cross(q, kv=seq, key_pad=~safe, rows=None if self.self_blocks else 1)
+        for i, blk in enumerate(self.self_blocks):  # the last block computes only the query slot's output
+            x = blk(x, rows=1 if i == len(self.self_blocks) - 1 else None)
         return self._fill_empty(self.ln(x[:, 0]), mask)
 
 
