@@ -1,16 +1,18 @@
 """Online A/B test on the synthetic world, simulated honestly, and its analysis.
 
-Users arrive over days (more active users more often, as in the log); each request gets ``candidates`` items
-drawn the way the generator draws impressions (half from the user's liked categories, half from the catalogue);
+Users arrive over days (more active users more often, as in the log); each request (a new session, with its own
+hidden intent) gets ``candidates`` items drawn the way the generator draws impressions (``ITEM_SOURCES``);
 the user's arm ranks them with its ``Scorer`` and shows the top ``slots`` at positions 1..slots. Clicks and
 conversions are drawn from the world's true probabilities at the shown position; revenue = conversion x price.
 
 Honesty rules:
 - a scorer sees the candidate rows with the columns of the instance log (ids, ts, domain, every schema feature
   including cross features), never the oracle columns ``p_click`` / ``p_conversion`` nor labels;
-- cross features come from the arm's own log: the shared pre-experiment log plus the impressions that arm
-  showed earlier. Requests are processed in ``rounds_per_day`` time blocks; a request sees every impression of
-  earlier blocks, not those of its own block (a simplification for speed, the same for both arms);
+- cross features (the user's past) and item-past features (the item's and seller's past over all users) come from
+  the arm's own log: the shared pre-experiment log plus the impressions that arm showed earlier (their
+  conversions are never known: the simulator draws no label delay). Requests are processed in
+  ``rounds_per_day`` time blocks; a request sees every impression of earlier blocks, not those of its own block
+  (a simplification for speed, the same for both arms);
 - candidates are scored as if shown at position 1 (position is decided by the ranking itself);
 - a scorer with an ``observe(rows)`` method is told, after each block, the rows its arm showed (with labels),
   e.g. to append their tokens to its store.
@@ -33,7 +35,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from iat.data.synthetic import CROSS_NUMERIC, add_cross_features, sample_rows, feature_frame
+from iat.data.synthetic import CROSS_NUMERIC, add_cross_features, add_item_features, feature_frame, sample_rows
 from iat.data.synthetic_world import DAY, SyntheticWorld
 from iat.schema import ORACLE_COLUMNS
 
@@ -46,9 +48,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "revenue": ("revenue", "impression"),
 }
 # what a request shares across its candidates (the rest is per item)
-_CONTEXT_KEYS = ("user", "ts", "hour", "weekday", "domain", "device", "network", "page", "weather")
-# columns the arm logs keep: what the cross features read
-_LOG_COLUMNS = ["user_id", "item_id", "ts", "click", "category", "brand"]
+_CONTEXT_KEYS = ("user", "ts", "hour", "weekday", "domain", "device", "network", "page", "weather", "intent")
+# columns the arm logs keep: what the cross and item-past features read
+_LOG_COLUMNS = ["user_id", "item_id", "seller_id", "ts", "click", "conversion", "conversion_ts", "category", "brand"]
 
 
 @dataclass(frozen=True)
@@ -240,23 +242,24 @@ def _candidates(world: SyntheticWorld, req: dict[str, np.ndarray], day: int, k: 
     return cand
 
 
-def _with_cross_features(frame: pd.DataFrame, request: np.ndarray, log: pd.DataFrame) -> pd.DataFrame:
-    """Candidate rows with cross features computed against the users' rows in ``log`` (all earlier).
+def _with_past_features(frame: pd.DataFrame, request: np.ndarray, log: pd.DataFrame) -> pd.DataFrame:
+    """Candidate rows with their cross features (against the users' rows in ``log``, all earlier) and item-past
+    features (against every row of ``log``).
 
     Candidates of a request share its ts, and the past sums treat rows tied on ts as not seeing each other. A
     user with two requests in one block must not see the other request's candidates (they were not shown), so
     each request gets its own copy of its user's history, keyed by the request.
     """
-    keys = [c for c in _LOG_COLUMNS if c != "click"]
+    keys = ["user_id", "item_id", "ts", "category", "brand"]
     req_user = pd.DataFrame({"request": request, "user_id": frame["user_id"].to_numpy()}).drop_duplicates("request")
-    hist = log.merge(req_user, on="user_id")
+    hist = log[keys + ["click"]].merge(req_user, on="user_id")
     hist = hist.assign(user_id=hist.pop("request"), _row=-1)
     cand = frame[keys].assign(user_id=request, click=np.int8(0), _row=np.arange(len(frame)))
     both = add_cross_features(pd.concat([hist, cand], ignore_index=True))
     both = both[both["_row"] >= 0].sort_values("_row")
     out = frame.copy()
     out[CROSS_NUMERIC] = both[CROSS_NUMERIC].to_numpy(np.float32)
-    return out
+    return add_item_features(out, log)
 
 
 def _rank(request: np.ndarray, score: np.ndarray) -> np.ndarray:
@@ -309,7 +312,8 @@ def simulate_ab(
     request_base = 0
     bar = tqdm(total=cfg.days * cfg.rounds_per_day, desc="A/B simulation", unit="round", disable=not progress)
     for day in range(cfg.start_day, cfg.start_day + cfg.days):
-        users = rng.choice(world.n_users, cfg.requests_per_day, p=activity)
+        joined = activity * (world.join_day <= day)  # users who have not joined yet do not arrive
+        users = rng.choice(world.n_users, cfg.requests_per_day, p=joined / joined.sum())
         req = sample_rows(world, users, np.ones(len(users), np.int64), (day, day + 1), rng)
         block = req["hour"] * cfg.rounds_per_day // 24
         for b in range(cfg.rounds_per_day):
@@ -321,7 +325,7 @@ def simulate_ab(
             cand = _candidates(world, r, day, cfg.candidates, rng)
             request = np.repeat(np.arange(len(sel)) + request_base, cfg.candidates)
             request_base += len(sel)
-            feats = feature_frame(world, cand, rng)
+            feats = feature_frame(world, cand)
             feats.insert(0, "instance_id", np.arange(next_id, next_id + len(feats), dtype=np.int64))
             next_id += len(feats)
             draws = rng.random((2, len(feats)))  # click and conversion draws, fixed before any arm ranks
@@ -329,15 +333,16 @@ def simulate_ab(
                 rows_idx = np.flatnonzero(arm_of_user[cand["user"]] == a)
                 if len(rows_idx) == 0:
                     continue
-                rows = _with_cross_features(feats.iloc[rows_idx].reset_index(drop=True), request[rows_idx], logs[arm])
+                rows = _with_past_features(feats.iloc[rows_idx].reset_index(drop=True), request[rows_idx], logs[arm])
                 score = _score(scorers[arm], rows, arm)
                 rank = _rank(request[rows_idx], score)
                 shown = rank < cfg.slots
                 idx = rows_idx[shown]
                 pos = rank[shown] + 1
                 logit = world.click_logit(
-                    cand["user"][idx], cand["item"][idx], cand["ts"][idx], cand["hour"][idx], cand["promo"][idx], pos, cand["device"][idx], cand["domain"][idx]
-                )
+                    cand["user"][idx], cand["item"][idx], cand["ts"][idx], cand["hour"][idx], cand["promo"][idx], pos, cand["device"][idx],
+                    cand["domain"][idx], cand["intent"][idx],
+                )  # fmt: skip
                 p_click = 1.0 / (1.0 + np.exp(-logit))
                 click = (draws[0, idx] < p_click).astype(np.int8)
                 conv = (click == 1) & (draws[1, idx] < feats["p_conversion"].to_numpy()[idx])
@@ -350,7 +355,8 @@ def simulate_ab(
                 out["impression"] = 1
                 out["p_click"] = p_click.astype(np.float32)  # the truth at the shown position (analysis only)
                 shown_parts.append(out)
-                logs[arm] = pd.concat([logs[arm], out[_LOG_COLUMNS]], ignore_index=True)
+                logged = out.assign(conversion=np.nan, conversion_ts=np.nan)  # conversions are never known in the logs
+                logs[arm] = pd.concat([logs[arm], logged[_LOG_COLUMNS]], ignore_index=True)
                 if hasattr(scorers[arm], "observe"):
                     scorers[arm].observe(out.drop(columns=["p_click", "p_conversion"]))
                 if cfg.keep_candidates:

@@ -1,7 +1,7 @@
 """Scorers (arms) for the A/B simulator, built from a short spec so a pipeline config can name them.
 
 Specs: ``random`` (a fair coin per candidate: the floor), ``column:<name>`` (rank by one feature, e.g.
-``column:item_ctr_1d``: a popularity heuristic), ``logreg`` / ``temporal`` (the logistic-regression baseline or
+``column:item_prior_ctr``: a popularity heuristic), ``logreg`` / ``temporal`` (the logistic-regression baseline or
 the temporal source model's click head, trained here on the pre-experiment log). Any model with
 ``predict(batch) -> {"p": ...}`` and its fitted ``FeatureEncoder`` becomes a scorer with ``model_scorer``.
 ``ranker:base`` / ``ranker:iat[:<source kind>]``: the downstream rankers (base vs +IAT), trained here too, reading

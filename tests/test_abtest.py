@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from iat.abtest import ABConfig, assign_arms, ratio_uplift_ci, simulate_ab, srm_test
+from iat.abtest import METRICS, ABConfig, assign_arms, ratio_uplift_ci, simulate_ab, srm_test
 from iat.abtest_replay import replay
 from iat.abtest_scorers import column_scorer, make_scorer, random_scorer
 from iat.data.synthetic import generate, world_for
@@ -29,13 +29,15 @@ def world_and_history():
 
 
 def oracle_for(world):
-    """The world's true click logit: allowed in a test as the best possible arm, never in a model."""
+    """The world's true click logit but for the session's hidden intent (not in a candidate row): allowed in a test
+    as a near-best arm, never in a model."""
     dom = {d: i for i, d in enumerate(DOMAINS)}
 
     def score(rows: pd.DataFrame) -> np.ndarray:
         return world.click_logit(
             rows["user_id"].to_numpy(), rows["item_id"].to_numpy(), rows["ts"].to_numpy(), rows["hour"].to_numpy(),
             rows["promo"].to_numpy(), rows["position"].to_numpy(), rows["device"].to_numpy(), rows["domain"].map(dom).to_numpy(),
+            np.full(len(rows), -1),
         )
 
     return score
@@ -85,15 +87,43 @@ def test_per_user_bootstrap_ci_is_calibrated_and_a_per_impression_one_is_not() -
 
 # -- the simulator --------------------------------------------------------------------------------------------
 def test_aa_test_ci_covers_zero_over_seeds(world_and_history) -> None:
+    """An A/A test (the same log-dependent scorer in both arms) over six seeds, 18 intervals. At 95% per interval
+    about one miss is expected and all 18 covering would be luck (P ~ 0.4), so the test bounds the misses.
+    Measured on this world over 240 runs (6 seeds x 40 salts): coverage 0.936 (ctr 0.93, cvr 0.95, revenue 0.93;
+    ctr and revenue miss together), P(>= 5 misses of 18) ~ 0.01. Only a gross asymmetry fails this (a treatment CTR
+    13% lower does not); the next test catches any asymmetry exactly."""
     world, history, _ = world_and_history
-    for seed in (0, 1, 2):
+    misses = []
+    for seed in range(6):
         # a new salt per seed re-randomises users: with one fixed split, every seed would share its luck
         cfg = replace(SMALL, seed=seed, salt=f"aa-{seed}")
-        res = simulate_ab(world, history, column_scorer("item_ctr_1d"), column_scorer("item_ctr_1d"), cfg, progress=False)
-        for m, u in res.summary.items():
-            assert u.lo <= 0 <= u.hi, (seed, m, u)
+        res = simulate_ab(world, history, column_scorer("item_prior_ctr"), column_scorer("item_prior_ctr"), cfg, progress=False)
+        misses += [(seed, m, round(u.lo, 3), round(u.hi, 3)) for m, u in res.summary.items() if not u.lo <= 0 <= u.hi]
         assert res.srm["p_value"] > 1e-3
         assert set(res.daily["day"]) == set(range(START, START + SMALL.days))
+    assert len(misses) <= 4, misses
+
+
+def test_aa_arms_are_treated_alike_and_the_ci_is_calibrated(world_and_history) -> None:
+    """With a scorer that reads nothing of its arm's log, a user's outcomes cannot depend on the split: two salts
+    give the same per-user totals (no arm-specific treatment, no interference between arms). Re-randomising those
+    users then is an exact A/A: the per-user bootstrap CI must cover 0 at about the nominal 95%."""
+    world, history, _ = world_and_history
+    cols = ["impression", "click", "conversion", "revenue"]
+    runs = [simulate_ab(world, history, column_scorer("price"), column_scorer("price"), replace(SMALL, salt=s), progress=False) for s in ("x", "y")]
+    arms = [r.impressions.groupby("user_id")["arm"].first() for r in runs]
+    assert 0.3 < (arms[0] != arms[1]).mean() < 0.7  # the two salts really split users differently
+    tot = runs[0].impressions.groupby("user_id")[cols].sum()
+    pd.testing.assert_frame_equal(tot, runs[1].impressions.groupby("user_id")[cols].sum())
+    uid, reps = tot.index.to_numpy(), 200
+    for metric, (num, den) in METRICS.items():
+        n, d = tot[num].to_numpy(np.float64), tot[den].to_numpy(np.float64)
+        cover = 0
+        for r in range(reps):
+            t = assign_arms(uid, salt=f"re-{r}") == 1
+            *_, lo, hi = ratio_uplift_ci(n[~t], d[~t], n[t], d[t], n_boot=200, seed=r)
+            cover += lo <= 0 <= hi
+        assert 0.85 <= cover / reps <= 0.99, (metric, cover / reps)
 
 
 def test_planted_difference_is_detected(world_and_history) -> None:
@@ -149,7 +179,7 @@ def test_observe_hook_gets_each_arms_shown_rows(world_and_history) -> None:
             self.rows: list[pd.DataFrame] = []
 
         def __call__(self, rows: pd.DataFrame) -> np.ndarray:
-            return rows["item_ctr_1d"].to_numpy()
+            return rows["item_prior_ctr"].to_numpy()
 
         def observe(self, rows: pd.DataFrame) -> None:
             self.rows.append(rows)

@@ -182,7 +182,8 @@ def test_quantized_tokens_keep_the_predictive_signal(trained) -> None:
     print(f"test AUC: quantized {a_q:.4f}, continuous {a_c:.4f}, user prior CTR alone {trivial:.4f}")
     assert abs(a_q - a_c) <= AUC_GAP
     assert a_q >= AUC_FLOOR
-    assert a_q >= trivial + 0.05
+    # world v2's per-user traits (promo, domain, habit) make the user's prior CTR strong on its own (~0.655)
+    assert a_q >= trivial + 0.03
 
 
 def _subset(frame: EncodedFrame, idx: np.ndarray) -> dict[str, torch.Tensor]:

@@ -42,7 +42,7 @@ def test_monitor_pipeline_fills_the_workspace(tmp_path: Path) -> None:
         "users": 150,
         "seed": 1,
         "control": "random",
-        "treatment": "column:item_ctr_1d",
+        "treatment": "column:item_prior_ctr",
         "config": {"start_day": 14, "days": AB_DAYS, "requests_per_day": 150, "candidates": 6, "slots": 2, "n_boot": 100},
     }
     run = monitor_pipeline(

@@ -13,9 +13,10 @@ def test_split_is_by_time_per_domain(small_log):
         lo, hi = d["ts"].min(), d["ts"].max()
         assert tr.max() < lo + 0.8 * (hi - lo) <= va.min()
         assert va.max() < lo + 0.9 * (hi - lo) <= te.min()
-        # Roughly 80/10/10 of the time range, so close to that share of rows on uniform traffic.
+        # 80/10/10 of the time range. Traffic grows as users join (half at day 0, half uniformly later: ~75% of
+        # the rows fall in the first 80% of the time), so train holds less than 80% of the rows, not much less.
         share = (d["split"] == "train").mean()
-        assert 0.75 < share < 0.85, (dom, share)
+        assert 0.65 < share < 0.8, (dom, share)
 
 
 def test_split_rejects_bad_fractions(small_log):

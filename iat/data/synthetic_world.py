@@ -1,15 +1,31 @@
-"""The hidden world behind the synthetic log: users' latent traits, the item catalogue, and the true
-click / conversion model.
+"""The hidden world behind the synthetic log (v2): users' latent traits, the item catalogue, sessions, and the
+true click / conversion model.
 
-Hidden traits are never written as columns. They show only through a user's past impressions and
-outcomes, which is what makes a user's history (and so an instance-token sequence) worth reading:
+Hidden traits are never written as columns. They show only through a user's past impressions and outcomes,
+which is what makes a user's history (and so an instance-token sequence) worth reading. Planted effects, by
+what reveals them (the worth of each, as oracle AUC with the term dropped, is in ``docs/RESULTS.md``):
 
-- category interests that drift linearly over the log's time range;
-- one or two loyal brands (rarely shown, so the evidence can lie hundreds of instances back);
-- price sensitivity, promo affinity, a time-of-day habit and a per-domain affinity.
+- only the **context of past impressions** with their outcomes (what an instance token carries and an
+  item-id sequence does not): promo affinity (promo shown on half the impressions), a time-of-day habit, a
+  per-domain affinity, price sensitivity;
+- the user's own past **items**: drifting category interests, one or two loyal brands (items of a loyal brand
+  are about 10% of a user's impressions), and a **short-term intent**: each session has an intent category
+  that lifts clicks on it and that the session's earlier impressions (clicked or not) reveal, so only the
+  last few impressions know it;
+- the **item's** past (computable from the log: ``iat.data.synthetic.add_item_features``): quality and a
+  popularity that moves over days;
+- the current row alone: position, hour x category, device x category.
 
-The true probabilities are a pure function of (world, user, item, context, time), so the A/B simulator
-can score candidates a logged row never showed.
+Users are not a fixed panel, and they change: half of them are active from the start, the others join at a
+uniform day of the log (so some valid / test users have no train rows), with an activity rate per day; promo
+affinity, domain affinities and the habit hour drift linearly over the log, as category interests do. A model
+that memorises a user's traits in an id embedding meets new users it never saw and traits that moved since it
+last saw them; one that reads the user's recent instances at request time does not.
+
+Time: a user's impressions come in sessions (on average 8 impressions, a minute or so apart) and each request
+shows 1-3 items at the same ts (positions 1..3), so rows of one user often share a timestamp, as real logs do.
+The true probabilities are a pure function of (world, user, item, context, time, the session's intent), so the
+A/B simulator can score candidates a logged row never showed.
 """
 
 from __future__ import annotations
@@ -26,19 +42,20 @@ DAY = 86_400
 
 # Weights of the click logit. Kept here, in one place, so a reader sees the planted signal at a glance.
 W = {
-    "interest": 0.9,
+    "interest": 0.5,
     "loyal_brand": 1.4,
     "price": 0.7,
-    "promo": 0.7,
-    "habit": 0.7,
+    "promo": 1.6,
+    "habit": 1.5,
     "hour_x_category": 0.5,
     "popularity": 0.5,
     "position": 0.12,
     "quality": 0.5,
-    "domain_affinity": 0.5,
+    "domain_affinity": 1.0,
     "device_x_category": 0.3,
+    "intent": 1.0,
 }
-BASE_LOGIT = {"ads": -2.0, "mall": -1.6, "live": -2.3}
+BASE_LOGIT = {"ads": -3.2, "mall": -2.8, "live": -3.5}
 
 
 @dataclass
@@ -48,16 +65,20 @@ class SyntheticWorld:
     start_ts: int
     days: int
     # users
-    n_events: np.ndarray  # planned impressions per user (heavy-tailed)
+    n_events: np.ndarray  # planned impressions per user (heavy-tailed: activity rate x active days)
+    join_day: np.ndarray  # first day the user is active (0 for half the users)
     interest0: np.ndarray  # [U, C] interest at the start
     interest_drift: np.ndarray  # [U, C] change over the whole log
     loyal_brand: np.ndarray  # [U, 2] brand ids (-1 = none)
     price_sens: np.ndarray
-    promo_aff: np.ndarray
-    habit_hour: np.ndarray
+    promo_aff: np.ndarray  # at the start of the log
+    promo_drift: np.ndarray  # change over the whole log
+    habit_hour: np.ndarray  # at the start of the log
+    habit_drift: np.ndarray  # hours the habit moves over the whole log
     habit_strength: np.ndarray
     domain_pref: np.ndarray  # [U, n_domains] probabilities
-    domain_aff: np.ndarray  # [U, n_domains] click affinity
+    domain_aff: np.ndarray  # [U, n_domains] click affinity at the start of the log
+    domain_drift: np.ndarray  # [U, n_domains] change over the whole log
     user_obs: dict[str, np.ndarray]  # observable user features
     # items
     item_category: np.ndarray
@@ -75,7 +96,7 @@ class SyntheticWorld:
     device_x_category: np.ndarray  # [3, C]
     # knobs a shift turns (see ``shifted_world``)
     item_pool_start: int = 0  # impressions draw items from [item_pool_start, n_items)
-    promo_rate: float = 0.2
+    promo_rate: float = 0.5
     device_follows_os: float = 0.8
 
     @property
@@ -95,9 +116,21 @@ class SyntheticWorld:
         day = (ts - self.start_ts) / DAY
         return self.pop_base[item] + self.pop_amp[item] * np.sin(2 * np.pi * day / self.pop_period[item] + self.pop_phase[item])
 
+    def _frac(self, ts: np.ndarray) -> np.ndarray:
+        return (np.asarray(ts) - self.start_ts) / (self.days * DAY)
+
     def interest(self, user: np.ndarray, category: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        frac = (ts - self.start_ts) / (self.days * DAY)
-        return self.interest0[user, category] + self.interest_drift[user, category] * frac
+        return self.interest0[user, category] + self.interest_drift[user, category] * self._frac(ts)
+
+    def promo_affinity(self, user: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        return self.promo_aff[user] + self.promo_drift[user] * self._frac(ts)
+
+    def domain_affinity(self, user: np.ndarray, domain: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        return self.domain_aff[user, domain] + self.domain_drift[user, domain] * self._frac(ts)
+
+    def habit(self, user: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """The user's habit hour at ts (it drifts by ``habit_drift`` hours over the log)."""
+        return (self.habit_hour[user] + self.habit_drift[user] * self._frac(ts)) % 24
 
     def click_logit(
         self,
@@ -109,25 +142,42 @@ class SyntheticWorld:
         position: np.ndarray,
         device: np.ndarray,
         domain: np.ndarray,
+        intent: np.ndarray,
     ) -> np.ndarray:
+        """Logit of P(click); ``intent`` is the session's intent category (hidden, -1 = none)."""
+        return sum(self.click_terms(user, item, ts, hour, promo, position, device, domain, intent).values())
+
+    def click_terms(
+        self,
+        user: np.ndarray,
+        item: np.ndarray,
+        ts: np.ndarray,
+        hour: np.ndarray,
+        promo: np.ndarray,
+        position: np.ndarray,
+        device: np.ndarray,
+        domain: np.ndarray,
+        intent: np.ndarray,
+    ) -> dict[str, np.ndarray]:
+        """The click logit as its terms (``base`` plus one per key of ``W``), for the effect-worth measurements."""
         cat = self.item_category[item]
         loyal = (self.loyal_brand[user] == self.item_brand[item][:, None]).any(axis=1)
-        habit = self.habit_strength[user] * np.cos(2 * np.pi * (hour - self.habit_hour[user]) / 24)
-        base = np.array([BASE_LOGIT[d] for d in DOMAINS])[domain]
-        return (
-            base
-            + W["interest"] * self.interest(user, cat, ts)
-            + W["loyal_brand"] * loyal
-            - W["price"] * self.price_sens[user] * self.price_z(item)
-            + W["promo"] * self.promo_aff[user] * promo
-            + W["habit"] * habit
-            + W["hour_x_category"] * self.hour_x_category[hour, cat]
-            + W["popularity"] * self.popularity(item, ts)
-            - W["position"] * (position - 1)
-            + W["quality"] * self.item_quality[item]
-            + W["domain_affinity"] * self.domain_aff[user, domain]
-            + W["device_x_category"] * self.device_x_category[device, cat]
-        )
+        habit = self.habit_strength[user] * np.cos(2 * np.pi * (hour - self.habit(user, ts)) / 24)
+        return {
+            "base": np.array([BASE_LOGIT[d] for d in DOMAINS])[domain],
+            "interest": W["interest"] * self.interest(user, cat, ts),
+            "loyal_brand": W["loyal_brand"] * loyal,
+            "price": -W["price"] * self.price_sens[user] * self.price_z(item),
+            "promo": W["promo"] * self.promo_affinity(user, ts) * promo,
+            "habit": W["habit"] * habit,
+            "hour_x_category": W["hour_x_category"] * self.hour_x_category[hour, cat],
+            "popularity": W["popularity"] * self.popularity(item, ts),
+            "position": -W["position"] * (position - 1),
+            "quality": W["quality"] * self.item_quality[item],
+            "domain_affinity": W["domain_affinity"] * self.domain_affinity(user, domain, ts),
+            "device_x_category": W["device_x_category"] * self.device_x_category[device, cat],
+            "intent": W["intent"] * (cat == intent),
+        }
 
     def conversion_logit(self, user: np.ndarray, item: np.ndarray, ts: np.ndarray, promo: np.ndarray) -> np.ndarray:
         """Logit of P(conversion | click): price sensitivity and quality matter more after the click."""
@@ -136,7 +186,7 @@ class SyntheticWorld:
             -0.8
             - 1.0 * self.price_sens[user] * self.price_z(item)
             + 0.8 * self.item_quality[item]
-            + 0.6 * self.promo_aff[user] * promo
+            + 0.6 * self.promo_affinity(user, ts) * promo
             + 0.4 * self.interest(user, cat, ts)
         )
 
@@ -144,8 +194,10 @@ class SyntheticWorld:
 def sample_world(n_users: int, rng: np.random.Generator, start_ts: int, days: int) -> SyntheticWorld:
     U, C = n_users, N_CATEGORIES
     n_items = int(np.clip(2 * n_users, 300, 100_000))
-    # History lengths: lognormal, median ~60; ~7% of users pass 256 and a few pass 1,000.
-    n_events = np.clip(np.round(rng.lognormal(np.log(60), 1.0, U)), 5, 4000).astype(np.int64)
+    # Half the users are there from the start, the others join on a uniform day. History lengths: a lognormal
+    # rate per day times the active days; for users present all along the median is ~60, ~7% pass 256, a few 1,000.
+    join_day = np.where(rng.random(U) < 0.5, 0, rng.integers(0, days, U))
+    n_events = np.clip(np.round(rng.lognormal(np.log(60 / days), 1.0, U) * (days - join_day)), 5, 4000).astype(np.int64)
 
     # Sparse category interests: a few strong likes per user, the rest near neutral.
     interest0 = rng.normal(-0.3, 0.5, (U, C))
@@ -162,6 +214,9 @@ def sample_world(n_users: int, rng: np.random.Generator, start_ts: int, days: in
     habit_strength = rng.uniform(0.2, 1.3, U)
     domain_pref = rng.dirichlet(np.full(len(DOMAINS), 0.8), U)
     domain_aff = rng.normal(0, 0.7, (U, len(DOMAINS)))
+    promo_drift = rng.normal(0, 1.0, U)
+    habit_drift = rng.normal(0, 4.0, U)
+    domain_drift = rng.normal(0, 0.7, (U, len(DOMAINS)))
 
     # Observable user features, some weakly tied to hidden traits (as real profiles are).
     city_tier = np.clip(np.round(2 - 0.6 * price_sens + rng.normal(0, 1, U)), 0, 4).astype(np.int64)
@@ -183,15 +238,19 @@ def sample_world(n_users: int, rng: np.random.Generator, start_ts: int, days: in
         start_ts=start_ts,
         days=days,
         n_events=n_events,
+        join_day=join_day,
         interest0=interest0,
         interest_drift=interest_drift,
         loyal_brand=loyal_brand,
         price_sens=price_sens,
         promo_aff=promo_aff,
+        promo_drift=promo_drift,
         habit_hour=habit_hour,
+        habit_drift=habit_drift,
         habit_strength=habit_strength,
         domain_pref=domain_pref,
         domain_aff=domain_aff,
+        domain_drift=domain_drift,
         user_obs=user_obs,
         item_category=item_category,
         item_brand=item_brand,
@@ -248,5 +307,5 @@ def shifted_world(world: SyntheticWorld, kind: str, rng: np.random.Generator) ->
         joined = {k: np.concatenate([getattr(world, k), v]) for k, v in new.items()}
         return replace(world, item_pool_start=n, **joined)
     if kind == "context":
-        return replace(world, habit_hour=(world.habit_hour + 8) % 24, promo_rate=0.6, device_follows_os=0.2)
+        return replace(world, habit_hour=(world.habit_hour + 8) % 24, promo_rate=0.9, device_follows_os=0.2)
     raise ValueError(f"shift kind '{kind}' is not one of {SHIFT_KINDS}")
