@@ -20,7 +20,7 @@ from iat.data.io import append_csv_rows, read_dataset, write_dataset
 from iat.data.registry import load_dataset
 from iat.data.split import add_split
 from iat.downstream import DownstreamData, DownstreamSpec, train_downstream
-from iat.experiments import MatrixRun, base_of, format_table, matrix_specs, oracles, relative_table
+from iat.experiments import ARCHS, MatrixRun, base_of, format_table, matrix_specs, oracles, relative_table
 from iat.models.registry import load_bundle, save_bundle, train_source
 from iat.schema import Schema
 from iat.tokens.materialize import materialize
@@ -28,6 +28,7 @@ from iat.tokens.store import TokenStore
 from iat.train import TrainConfig
 
 STORES = {"temporal": ("temporal", False), "user_order": ("user_order", False), "user_order_post": ("user_order", True), "hgaq": ("hgaq", False)}
+SEGMENTS = ("returning", "new")  # test users with train rows / without
 TABLE_TITLES = {
     "main": "Relative change vs the base model, per base sequence architecture (+T-IAT, +U-IAT; F_iat = Transformer)",
     "f_iat": "F_iat over the U-IAT tokens (base sequence module: DIN)",
@@ -45,21 +46,37 @@ def prepare_data(work: Path, dataset: dict[str, Any]) -> tuple[pd.DataFrame, Sch
     return read_dataset(work / "data")
 
 
-def prepare(work: Path, dataset: dict[str, Any], source_train: dict[str, Any], threads: int = 1) -> None:
+def needed_stores(tables: dict[str, list[DownstreamSpec]]) -> list[str]:
+    """The token stores the tables' specs read (the SIF-Mixer reads the HGAQ store's codes)."""
+    return [n for n in STORES if any(s.tokens == n for specs in tables.values() for s in specs)]
+
+
+def prepare(
+    work: Path,
+    dataset: dict[str, Any],
+    source_train: dict[str, Any],
+    matrix: dict[str, Any] | None = None,
+    threads: int = 1,
+    source_train_by_model: dict[str, dict[str, Any]] | None = None,
+) -> None:
+    """Data, then the source models and token stores the matrix's tables read (all with ``matrix`` None).
+    ``source_train_by_model``: per source kind, train keys on top of ``source_train`` (e.g. tuned learning rates)."""
     df, schema = prepare_data(work, dataset)
-    for kind in ("temporal", "user_order", "hgaq"):
+    stores = needed_stores(selected_tables(matrix)) if matrix is not None else list(STORES)
+    for kind in dict.fromkeys(STORES[n][0] for n in stores):
         folder = work / "sources" / kind
         if not (folder / "config.json").is_file():  # resumable: finished stages are kept
-            cfg = TrainConfig(**{**source_train, "threads": threads, "progress": False})
+            cfg = TrainConfig(**{**source_train, **(source_train_by_model or {}).get(kind, {}), "threads": threads, "progress": False})
             save_bundle(train_source(df, schema, kind, None, cfg, work / "checkpoints" / kind, n_boot=0), folder)
-    for name, (kind, post) in STORES.items():
+    for name in stores:
+        kind, post = STORES[name]
         if not (work / "stores" / name / "manifest.json").is_file():
             materialize(load_bundle(work / "sources" / kind), df, work / "stores" / name, post_sit=post, overwrite=True, progress=False)
 
 
 def selected_tables(matrix: dict[str, Any]) -> dict[str, list[DownstreamSpec]]:
     """The matrix config's tables (all by default) at its L and token lengths."""
-    tables = matrix_specs(matrix.get("L", 64), tuple(matrix.get("lengths", (16, 64, 256))), matrix.get("with_hgaq", True))
+    tables = matrix_specs(matrix.get("L", 64), tuple(matrix.get("lengths", (16, 64, 256))), matrix.get("with_hgaq", True), matrix.get("ranker"), tuple(matrix.get("archs", ARCHS)))
     keep = matrix.get("tables") or list(tables)
     unknown = sorted(set(keep) - set(tables))
     if unknown:
@@ -75,6 +92,12 @@ def _jobs(tables: dict[str, list[DownstreamSpec]], seeds: list[int]) -> list[tup
     return [(s, seed) for seed in seeds for s in specs.values()]
 
 
+def split_metrics(m: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(split, metrics) of a trained model: valid, test, and test:returning / test:new where the test split has both."""
+    out = [("valid", m["valid"]), ("test", m["test"])]
+    return out + [(f"test:{seg}", m["test"][seg]) for seg in SEGMENTS if seg in m["test"]]
+
+
 def run_worker(work: Path, matrix: dict[str, Any], train: dict[str, Any], worker: int, workers: int) -> Path:
     """Run this worker's share of the matrix; skips jobs already in its CSV (a crashed worker resumes)."""
     df, schema = read_dataset(work / "data")
@@ -86,17 +109,17 @@ def run_worker(work: Path, matrix: dict[str, Any], train: dict[str, Any], worker
     for p in out.parent.glob("worker-*.csv"):
         prev = pd.read_csv(p)
         done |= set(zip(prev["spec"], prev["seed"]))
-    stores = {n: TokenStore.open(work / "stores" / n) for n in STORES}
-    tokenizer = load_bundle(work / "sources" / "hgaq").model
+    stores = {n: TokenStore.open(work / "stores" / n) for n in needed_stores(tables)}
+    tokenizer = load_bundle(work / "sources" / "hgaq").model if "hgaq" in stores else None
     for i, (spec, seed) in enumerate(_jobs(tables, list(matrix["seeds"]))):
         if i % workers != worker or (spec.name, seed) in done:
             continue
         cfg = TrainConfig(**{**train, "seed": seed, "threads": 1, "progress": False})
         _, m = train_downstream(data, spec, stores.get(spec.tokens) if spec.tokens else None, cfg, tokenizer)
         rows = [
-            {"spec": spec.name, "base": base_of(spec), "seed": seed, "split": split, **{k: m[split][k] for k in ("auc", "gauc", "logloss")},
+            {"spec": spec.name, "base": base_of(spec), "seed": seed, "split": split, **{k: metrics[k] for k in ("auc", "gauc", "logloss", "n")},
              "params": m["params"], "samples_per_s": m["samples_per_s"], "best_epoch": m["best_epoch"]}
-            for split in ("valid", "test")
+            for split, metrics in split_metrics(m)
         ]  # fmt: skip
         append_csv_rows(out, rows)
         print(f"[worker {worker}] {spec.name} seed {seed}: test auc {m['test']['auc']:.4f}", flush=True)
@@ -118,6 +141,14 @@ def report(work: Path, matrix: dict[str, Any], title: str) -> str:
         have = [n for n in names if n in set(results["spec"])]
         if have:
             parts += [format_table(relative_table(run, have), TABLE_TITLES[name]), ""]
+    main = [s.name for s in tables.get("main", []) if s.name in set(results["spec"])]
+    for seg in SEGMENTS:
+        split = f"test:{seg}"
+        have = [n for n in main if ((results["spec"] == n) & (results["split"] == split)).any()]
+        if have:
+            n_rows = int(results.loc[results["split"] == split, "n"].max())
+            title = f"Main table on the test rows of {seg} users ({'with' if seg == 'returning' else 'without'} train rows; {n_rows:,} rows)"
+            parts += [format_table(relative_table(run, have, split), title), ""]
     sources = {k: json.loads((work / "sources" / k / "metrics.json").read_text())["test"] for k in ("temporal", "user_order", "hgaq") if (work / "sources" / k / "metrics.json").is_file()}
     if sources:
         parts += ["**Source models (seed 0), test split**", "", "| source | AUC | GAUC | LogLoss |", "|---|---:|---:|---:|"]

@@ -8,32 +8,49 @@ Source models and token stores are trained once per data set (seed 0); seeds var
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
-
-from iat.downstream import DownstreamData, DownstreamSpec, train_downstream
+from iat.downstream import DownstreamSpec
 from iat.metrics import oracle_auc, paired_relative_change
-from iat.models.hgaq import HGAQTokenizer
-from iat.tokens.store import TokenStore
-from iat.train import TrainConfig
 
 ARCHS = ("din", "transformer", "longer")
 F_IAT = "transformer"  # the paper's best F_iat; the F_iat table varies it
 
 
-def _ranker(name: str, seq: str, tokens: str | None = None, L: int = 64, **cfg: Any) -> DownstreamSpec:
-    iat = cfg.pop("iat", F_IAT if tokens else None)
-    return DownstreamSpec(name, "ranker", {"seq": seq, "iat": iat, **cfg}, tokens, L)
+def gbdt_specs(L: int = 64, tokens: str | None = "user_order") -> list[DownstreamSpec]:
+    """The practitioner's baseline beside every table: LightGBM on the base ranker's inputs, + strict-past aggregates
+    of its clicked-item sequence, and (``tokens``) + pooled instance tokens of that store (``iat.models.gbdt``)."""
+    specs = [DownstreamSpec("gbdt", "gbdt", {"inputs": "base"}), DownstreamSpec("gbdt-seq", "gbdt", {"inputs": "seq"})]
+    if tokens:
+        specs.append(DownstreamSpec(f"gbdt-tokens-{tokens.replace('_', '-')}", "gbdt", {"inputs": "tokens"}, tokens, L))
+    return specs
 
 
-def matrix_specs(L: int = 64, lengths: tuple[int, ...] = (16, 64, 256), with_hgaq: bool = True) -> dict[str, list[DownstreamSpec]]:
-    """Specs per table. Names are unique across tables; a spec shared by two tables is trained once."""
+def matrix_specs(
+    L: int = 64,
+    lengths: tuple[int, ...] = (16, 64, 256),
+    with_hgaq: bool = True,
+    ranker: dict[str, Any] | None = None,
+    archs: tuple[str, ...] = ARCHS,
+) -> dict[str, list[DownstreamSpec]]:
+    """Specs per table. Names are unique across tables; a spec shared by two tables is trained once. ``ranker``:
+    config keys every neural ranker shares (e.g. tuned widths); ``archs``: the base sequence modules of the main
+    table (a subset keeps a large data set affordable); each table also carries the GBDT rows."""
+    unknown = sorted(set(archs) - set(ARCHS))
+    if unknown or not archs:
+        raise ValueError(f"matrix.archs: unknown or empty {unknown or list(archs)}; known: {list(ARCHS)}")
+    base_cfg = dict(ranker or {})
+
+    def _ranker(name: str, seq: str, tokens: str | None = None, L: int = 64, **cfg: Any) -> DownstreamSpec:
+        iat = cfg.pop("iat", F_IAT if tokens else None)
+        return DownstreamSpec(name, "ranker", {**base_cfg, "seq": seq, "iat": iat, **cfg}, tokens, L)
+
     main = []
-    for a in ARCHS:
+    for a in archs:
         main += [_ranker(f"base-{a}", a, L=L), _ranker(f"t-iat-{a}", a, "temporal", L), _ranker(f"u-iat-{a}", a, "user_order", L)]
+    main += gbdt_specs(L, "user_order")
     f_iat = [_ranker(f"u-iat-din-fiat-{f}", "din", "user_order", L, iat=f) if f != F_IAT else _ranker("u-iat-din", "din", "user_order", L) for f in ARCHS]
     ablations = [
         _ranker("u-iat-din", "din", "user_order", L),
@@ -42,7 +59,8 @@ def matrix_specs(L: int = 64, lengths: tuple[int, ...] = (16, 64, 256), with_hga
         _ranker("u-iat-din-after", "din", "user_order", L, iat_position="after"),
         _ranker("u-iat-din-id-query", "din", "user_order", L, query="id"),
     ] + [_ranker(f"u-iat-din-L{n}", "din", "user_order", n) if n != L else _ranker("u-iat-din", "din", "user_order", L) for n in lengths]
-    tables = {"main": main, "f_iat": f_iat, "ablations": ablations}
+    gb = gbdt_specs(L, None)
+    tables = {"main": main, "f_iat": f_iat + gb, "ablations": ablations + gb}
     if with_hgaq:
         tables["sif"] = [
             _ranker("base-din", "din", L=L),
@@ -50,12 +68,14 @@ def matrix_specs(L: int = 64, lengths: tuple[int, ...] = (16, 64, 256), with_hga
             # d_model 16 (the paper's d_0) and 2 blocks: 4 blocks at d 32 cost ~25 min per run on one core.
             DownstreamSpec("sif-mixer", "sif_mixer", {"mixer": "axial", "blocks": 2, "d_model": 16}, "hgaq", L),
             DownstreamSpec("sif-flat", "sif_mixer", {"mixer": "flat", "blocks": 2, "d_model": 16}, "hgaq", min(L, 8)),
+            *gb,
         ]
     return tables
 
 
 def base_of(spec: DownstreamSpec) -> str:
-    """The base model a spec is compared with: the base ranker of the same sequence architecture."""
+    """The base model a spec is compared with: the base ranker of the same sequence architecture (base-din for the
+    SIF-Mixer and the GBDT rows)."""
     seq = spec.config.get("seq", "din") if spec.model == "ranker" else "din"
     return f"base-{seq}"
 
@@ -69,40 +89,6 @@ def oracles(df: pd.DataFrame) -> dict[str, float]:
 class MatrixRun:
     results: pd.DataFrame  # one row per (spec, seed, split) with auc, gauc, logloss, params, samples_per_s
     oracle: dict[str, float]  # split -> oracle AUC (synthetic only)
-
-
-def run_matrix(
-    data: DownstreamData,
-    tables: dict[str, list[DownstreamSpec]],
-    stores: dict[str, TokenStore],
-    seeds: tuple[int, ...],
-    cfg: TrainConfig,
-    tokenizer: HGAQTokenizer | None = None,
-    on_result: Callable[[dict[str, Any]], None] | None = None,
-) -> MatrixRun:
-    """Train every distinct spec (and each spec's base) once per seed; score valid and test."""
-    specs: dict[str, DownstreamSpec] = {}
-    for t in tables.values():
-        for s in t:
-            specs.setdefault(s.name, s)
-    for s in list(specs.values()):
-        if base_of(s) not in specs:
-            raise ValueError(f"spec '{s.name}' has no base model '{base_of(s)}' in the matrix")
-    missing = sorted({s.tokens for s in specs.values() if s.tokens} - set(stores))
-    if missing:
-        raise ValueError(f"the matrix needs token stores {missing}; have {sorted(stores)}")
-    rows = []
-    jobs = [(s, seed) for seed in seeds for s in specs.values()]
-    for spec, seed in tqdm(jobs, desc="matrix", unit="model"):
-        run_cfg = TrainConfig(**{**cfg.__dict__, "seed": seed, "progress": False})
-        _, m = train_downstream(data, spec, stores.get(spec.tokens) if spec.tokens else None, run_cfg, tokenizer)
-        for split in ("valid", "test"):
-            row = {"spec": spec.name, "base": base_of(spec), "seed": seed, "split": split, **{k: m[split][k] for k in ("auc", "gauc", "logloss")}}
-            row.update(params=m["params"], samples_per_s=m["samples_per_s"], best_epoch=m["best_epoch"])
-            rows.append(row)
-            if on_result:
-                on_result(row)
-    return MatrixRun(pd.DataFrame(rows), oracles(data.df))
 
 
 def relative_table(run: MatrixRun, names: list[str], split: str = "test") -> pd.DataFrame:
@@ -119,7 +105,7 @@ def relative_table(run: MatrixRun, names: list[str], split: str = "test") -> pd.
             b = r.loc[base]
             for k in ("auc", "gauc", "logloss"):
                 row[f"d_{k}"] = paired_relative_change(mine[k].to_numpy(), b.loc[mine.index, k].to_numpy())
-        if run.oracle:
+        if split in run.oracle:
             b_auc = float(r.loc[base]["auc"].mean())
             gap = run.oracle[split] - b_auc
             row["gap_closed"] = (row["auc"] - b_auc) / gap if gap > 0 else np.nan

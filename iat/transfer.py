@@ -67,6 +67,7 @@ class TransferConfig:
     period: float | None = 0.5  # later-period transfer: the source sees the first `period` of A's train period; None: skip
     task: bool = True  # task transfer (click-only source -> conversion ranker), where the log has conversions
     controls: bool = True  # cross-domain with the token content zeroed (side info only)
+    gbdt: bool = True  # beside each base: LightGBM on the base inputs + clicked-item aggregates; cross-domain also + the A tokens
     shared_users: bool = True  # target-domain rankers train and score on users who also have source-domain rows
     threads: int = 1  # torch threads per training
 
@@ -118,6 +119,7 @@ class TransferJob:
     source: str | None = None  # a SourcePlan name; None: the base ranker
     base: str = ""  # the job it is compared with (same domain and task, no tokens)
     token_input: bool = True
+    model: str = "ranker"  # ranker | gbdt (the practitioner's baseline; with a source: pooled tokens as features)
 
 
 def resolve_domains(cfg: TransferConfig, df: pd.DataFrame) -> tuple[str, list[str]]:
@@ -150,8 +152,15 @@ def plan(cfg: TransferConfig, df: pd.DataFrame) -> tuple[list[SourcePlan], list[
         ]
         if cfg.controls:
             jobs.append(TransferJob(f"{t}: +{a} side info only (tokens zeroed)", "cross-domain", t, source=a, base=base, token_input=False))
+        if cfg.gbdt:
+            jobs += [
+                TransferJob(f"{t}: GBDT (no tokens)", "cross-domain", t, base=base, model="gbdt"),
+                TransferJob(f"{t}: GBDT + {a} tokens (cross-domain)", "cross-domain", t, source=a, base=base, model="gbdt"),
+            ]
     base = f"{a}: base (no tokens)"
     jobs += [TransferJob(base, "later period", a, base=base), TransferJob(f"{a}: +{a} tokens (source trained on the whole train period)", "later period", a, source=a, base=base)]
+    if cfg.gbdt:
+        jobs.append(TransferJob(f"{a}: GBDT (no tokens)", "later period", a, base=base, model="gbdt"))
     if cfg.period is not None:
         early = SourcePlan(f"{a}-first-{round(100 * cfg.period)}pct", a, period=cfg.period)
         sources.append(early)
@@ -165,6 +174,8 @@ def plan(cfg: TransferConfig, df: pd.DataFrame) -> tuple[list[SourcePlan], list[
             TransferJob(f"{a} CVR: +{a} tokens (source trained on click + conversion)", "task", a, "conversion", source=a, base=base),
             TransferJob(f"{a} CVR: +{a} tokens (source trained on click only)", "task", a, "conversion", source=click_only.name, base=base),
         ]
+        if cfg.gbdt:
+            jobs.append(TransferJob(f"{a} CVR: GBDT (no tokens)", "task", a, "conversion", base=base, model="gbdt"))
     return sources, jobs
 
 
@@ -267,7 +278,10 @@ def _job_rows(job: TransferJob, seed: int, m: dict[str, Any]) -> list[dict[str, 
 
 
 def spec_of(job: TransferJob, cfg: TransferConfig) -> DownstreamSpec:
-    """The ranker of a job: the configured ranker, with the IAT branch (reading ``job.source``'s store) or without."""
+    """The model of a job: the configured ranker, with the IAT branch (reading ``job.source``'s store) or without;
+    or the GBDT on the base inputs + clicked-item aggregates (+ ``job.source``'s pooled tokens)."""
+    if job.model == "gbdt":
+        return DownstreamSpec(job.name, "gbdt", {"inputs": "tokens" if job.source else "seq"}, job.source, cfg.L, cfg.base_L)
     if job.source is None:
         return DownstreamSpec(job.name, "ranker", {**cfg.ranker, "iat": None}, None, cfg.L, cfg.base_L)
     config = {**cfg.ranker, **({} if job.token_input else {"token_input": False})}

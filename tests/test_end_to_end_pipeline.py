@@ -52,11 +52,12 @@ def test_end_to_end_runs_registers_models_with_lineage_and_caches(iat_home):
     assert 0.5 < table["oracle_auc"] < 1 and "+IAT" in table["delta_vs_base"]
     assert "oracle AUC" in format_result_table(table)
     # the transfer step's table travels in the result: mall rankers without tokens, over ads (cross-domain) and
-    # mall (in-domain) tokens; ads rankers without and with ads tokens
+    # mall (in-domain) tokens, and the GBDT without and with ads tokens; ads rankers without and with ads tokens
     transfer = run.steps["transfer_evaluation"].outputs["transfer_results"][0].load()
     assert list(transfer["model"]) == [
         "mall: base (no tokens)", "mall: +ads tokens (cross-domain)", "mall: +mall tokens (in-domain)",
-        "ads: base (no tokens)", "ads: +ads tokens (source trained on the whole train period)",
+        "mall: GBDT (no tokens)", "mall: GBDT + ads tokens (cross-domain)",
+        "ads: base (no tokens)", "ads: +ads tokens (source trained on the whole train period)", "ads: GBDT (no tokens)",
     ]  # fmt: skip
     assert table["transfer"] == run.steps["transfer_evaluation"].outputs["transfer_table"][0].load()
     assert "+ads tokens (cross-domain)" in format_result_table(table)

@@ -34,10 +34,13 @@ def test_transfer_pipeline_outputs_table_and_markdown(iat_home):
         "mall: base (no tokens)",
         "mall: +ads tokens (cross-domain)",
         "mall: +mall tokens (in-domain)",
+        "mall: GBDT (no tokens)",
+        "mall: GBDT + ads tokens (cross-domain)",
         "ads: base (no tokens)",
         "ads: +ads tokens (source trained on the whole train period)",
+        "ads: GBDT (no tokens)",
     ]
-    assert table["d_auc"].isna().tolist() == [True, False, False, True, False]
+    assert table["d_auc"].isna().tolist() == [True, False, False, False, False, True, False, False]
     assert isinstance(md, str) and "Cross-domain" in md and (work / "table.md").read_text() == md
     deltas = step.run_metadata["relative_change_pct"]
     assert math.isclose(deltas["mall: +ads tokens (cross-domain)"]["d_auc"], round(float(table.loc[1, "d_auc"]), 4))

@@ -111,9 +111,12 @@ def save_bundle(bundle: SourceBundle, folder: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=out.parent))
     try:
-        buf = io.BytesIO()
-        torch.save(bundle.model.state_dict(), buf)
-        (tmp / MODEL_FILE).write_bytes(buf.getvalue())
+        if isinstance(bundle.model, nn.Module):
+            buf = io.BytesIO()
+            torch.save(bundle.model.state_dict(), buf)
+            (tmp / MODEL_FILE).write_bytes(buf.getvalue())
+        else:  # a model that writes its own file (the GBDT's LightGBM text)
+            bundle.model.save(tmp)
         (tmp / CONFIG_FILE).write_text(json.dumps(bundle.config, indent=2, default=_json_default))
         bundle.encoder.save(tmp / ENCODER_FILE)
         (tmp / METRICS_FILE).write_text(json.dumps(bundle.metrics, indent=2, default=_json_default))
