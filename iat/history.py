@@ -4,7 +4,8 @@ Two histories, both strictly before the request ts (the token store's rule):
 - the *base* behaviour sequence: the user's last clicked items (item id, category, time gap), the thin
   hand-crafted sequence of a classic ranking model;
 - the *instance-token* sequence: the user's last L tokens from the token store with their side info
-  (click, conversion as known at request time, time gap, domain, item, category).
+  (click, conversion as known at request time, time gap, hour of day and day of week of the instance (UTC, from
+  its ts), domain, item, category).
 Both come from the token store, whose side info holds every instance's item and click, so training and
 serving read the same source and the ingest path updates both.
 """
@@ -23,6 +24,16 @@ from iat.tokens.fetch import locate_before
 from iat.tokens.store import CONVERSION_PAD, TokenStore
 
 N_GAP_BUCKETS = 32
+
+
+DAY_S = 86_400
+
+
+def hour_and_weekday(ts: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hour of day (1..24) and day of week (1..7, Monday = 1) of UTC timestamps; 0 where ``mask`` is False."""
+    hour = (ts % DAY_S) // 3600 + 1
+    weekday = (ts // DAY_S + 3) % 7 + 1  # 1970-01-01 was a Thursday
+    return np.where(mask, hour, 0), np.where(mask, weekday, 0)
 
 
 def gap_bucket(gap_seconds: np.ndarray) -> np.ndarray:
@@ -98,6 +109,8 @@ class HistoryAssembler:
             out["tok_click"] = torch.from_numpy((h.click.astype(np.int64) + 1))  # pad -1 -> 0, 0 -> 1, 1 -> 2
             out["tok_conv"] = torch.from_numpy(h.conversion.astype(np.int64) - CONVERSION_PAD)  # pad 0, unknown 1, 0 -> 2, 1 -> 3
             out["tok_gap"] = torch.from_numpy(np.where(h.mask, gap_bucket(h.time_gap), 0))
+            hour, weekday = hour_and_weekday(h.ts, h.mask)
+            out["tok_hour"], out["tok_weekday"] = torch.from_numpy(hour), torch.from_numpy(weekday)
             out["tok_domain"] = torch.from_numpy(self._dom_map[h.domain.astype(np.int64) + 1])
             out["tok_item"] = torch.from_numpy(self._ids("item_id", h.item_id, h.mask))
             out["tok_cat"] = torch.from_numpy(self._ids(self.cat_field, h.category, h.mask))

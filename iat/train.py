@@ -42,7 +42,10 @@ CHECKPOINT_FILE = "checkpoint.pt"
 class TrainConfig:
     epochs: int = 4
     lr: float = 1e-3
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # L2 (Adam's coupled form) on the parameters (on the embedding tables too, unless embedding_decay)
+    # L2 on the embedding tables (Adam's coupled form); None: weight_decay. Coupled L2 under Adam shrinks the rows
+    # a batch rarely touches the most (their gradient is mostly the decay): the id memorisation that overfits.
+    embedding_decay: float | None = None
     batch_size: int = 1024  # read by the batch sources; recorded here so the run config is one object
     patience: int = 1  # early stopping: stop after this many epochs without a valid AUC improvement (0: never)
     seed: int = 0
@@ -130,9 +133,12 @@ def predict_all(model: nn.Module, batches: BatchSource) -> dict[str, np.ndarray]
 TASK_KEYS: dict[str, tuple[str, str]] = {"click": ("p", "y"), "conversion": ("p_conv", "y_conversion")}
 
 
-def evaluate_model(model: nn.Module, batches: BatchSource, n_boot: int = 0, seed: int = 0, task: str = "click") -> dict:
+def evaluate_model(
+    model: nn.Module, batches: BatchSource, n_boot: int = 0, seed: int = 0, task: str = "click", returning_users: np.ndarray | None = None
+) -> dict:
     """AUC, GAUC, LogLoss of the model's pCTR (``task='click'``) or pCVR on clicked rows (``'conversion'``) on the
-    source's scored positions (+ user-bootstrap CIs if n_boot)."""
+    source's scored positions (+ user-bootstrap CIs if n_boot). ``returning_users`` (e.g. the train split's users):
+    also the metrics of the rows of those users (``returning``) and of the others (``new``)."""
     if task not in TASK_KEYS:
         raise ValueError(f"task must be one of {sorted(TASK_KEYS)}, got '{task}'")
     # Under DDP every rank scores its shard; rank 0 scores all shards together and shares the metrics.
@@ -147,7 +153,22 @@ def evaluate_model(model: nn.Module, batches: BatchSource, n_boot: int = 0, seed
     keep = ~np.isnan(y)
     if not keep.any():
         raise ValueError(f"no labelled rows to score '{task}' on")
-    return dist.broadcast_from_main(evaluate(y[keep].astype(np.int8), out[p_key][keep].astype(np.float64), out["user"][keep], n_boot=n_boot, seed=seed))
+    y, p, users = y[keep].astype(np.int8), out[p_key][keep].astype(np.float64), out["user"][keep]
+    return dist.broadcast_from_main(evaluate_segments(y, p, users, n_boot, seed, returning_users))
+
+
+def evaluate_segments(y: np.ndarray, p: np.ndarray, users: np.ndarray, n_boot: int, seed: int, returning_users: np.ndarray | None) -> dict:
+    """``iat.metrics.evaluate``, plus the same for returning and new users when ``returning_users`` is given (a
+    segment whose rows hold one class only is left out)."""
+    metrics = evaluate(y, p, users, n_boot=n_boot, seed=seed)
+    if returning_users is not None:
+        seen = np.isin(users, returning_users)
+        for name, rows in (("returning", seen), ("new", ~seen)):
+            try:
+                metrics[name] = evaluate(y[rows], p[rows], users[rows], n_boot=n_boot, seed=seed)
+            except ValueError:  # too few rows or one class only
+                continue
+    return metrics
 
 
 @dataclass
@@ -212,6 +233,19 @@ def _load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, f
     return _State(**ck["state"]), ck["best_model"]
 
 
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam; embedding tables and the other parameters in two groups when their decays differ."""
+    if cfg.embedding_decay is None or cfg.embedding_decay == cfg.weight_decay:
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if id(p) in tables], "weight_decay": cfg.embedding_decay},
+        {"params": [p for p in params if id(p) not in tables], "weight_decay": cfg.weight_decay},
+    ]
+    return torch.optim.Adam([g for g in groups if g["params"]], lr=cfg.lr)
+
+
 def train_step(
     model: nn.Module,
     opt: torch.optim.Optimizer,
@@ -246,7 +280,7 @@ def fit(
     seed_everything(cfg.seed + dist.rank())  # rank 0 draws what a single process draws
     dev = dist.device()
     model.to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(model, cfg)
     fp = _fingerprint(model, cfg)
     ck_path: Path | None = None
     state, best = _State(), None

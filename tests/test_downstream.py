@@ -120,3 +120,13 @@ def test_ranker_bundle_round_trip(setup):
     src = RowBatches(data.encoder.transform(data.df[data.split == "test"]), 512, assemble=asm.batch)
     np.testing.assert_allclose(predict_all(bundle.model, src)["p"], predict_all(back.model, src)["p"], rtol=0, atol=1e-6)
     assert back.config["token_source"] == stores["user_order"].source
+
+
+def test_token_hour_and_weekday_side_info():
+    from iat.history import hour_and_weekday
+
+    ts = np.array([[0, 1_767_225_600 + 13 * 3600 + 59], [86_400 * 4, 5]])  # 1970-01-01 (Thu) 00:00; 2026-01-01 (Thu) 13:00
+    mask = np.array([[True, True], [True, False]])
+    hour, weekday = hour_and_weekday(ts, mask)
+    assert hour.tolist() == [[1, 14], [1, 0]]  # 1..24, 0 = padding
+    assert weekday.tolist() == [[4, 4], [1, 0]]  # Monday = 1; 1970-01-05 was a Monday

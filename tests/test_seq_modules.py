@@ -59,3 +59,30 @@ def test_din_split_first_layer_equals_the_concatenation(inputs):
     qe = q.unsqueeze(1).expand_as(s)
     ref = din.att(torch.cat([qe, s, qe - s, qe * s], dim=-1)).squeeze(-1)
     assert (din.scores(q, s) - ref).abs().max() < 1e-5
+
+
+def test_label_attention_reads_the_labels_of_similar_past_instances():
+    from iat.models.seq import LabelAttention
+
+    torch.manual_seed(0)
+    att = LabelAttention(8, heads=2, labels=1)
+    with torch.no_grad():
+        att.q.weight.copy_(torch.eye(8) * 100)
+        att.k.weight.copy_(torch.eye(8))
+        att.q.bias.zero_()
+        att.k.bias.zero_()
+        att.prior_score.fill_(-50.0)  # no pull towards the prior
+    a, b = torch.zeros(8), torch.zeros(8)
+    a[0], b[4] = 1.0, 1.0  # two kinds of past instance, one per head's subspace
+    seq = torch.stack([a, a, b, b, b]).unsqueeze(0)
+    labels = torch.tensor([1.0, 1.0, 0.0, 0.0, 1.0]).view(1, 5, 1)
+    mask = torch.ones(1, 5, dtype=torch.bool)
+    with torch.no_grad():
+        out = att(a.unsqueeze(0), seq, mask, labels)
+        empty = att(a.unsqueeze(0), seq, torch.zeros(1, 5, dtype=torch.bool), labels)
+    assert out.shape == (1, att.out_dim) == (1, 4)
+    assert out[0, 0].item() == pytest.approx(1.0, abs=1e-3)  # head 0 matches the query's kind: both of them were clicked
+    assert out[0, 1].item() == pytest.approx(0.6, abs=1e-3)  # head 1 sees no match in its subspace: the plain click rate 3/5
+    assert torch.isfinite(out).all()
+    # without any history, a head answers its prior rate and a mass of 0
+    assert empty[0, 0].item() == pytest.approx(0.5) and empty[0, 2:].abs().max() < 1e-6

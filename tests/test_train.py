@@ -117,3 +117,14 @@ def test_early_stopping_restores_the_best_epoch():
     assert res.best_epoch == 0 and res.best_valid["auc"] == pytest.approx(aucs[0])
     assert torch.equal(long_run.w, one_epoch.w)  # the best (first) epoch's weights, not the last ones
     assert np.isfinite(res.samples_per_s) and res.samples_per_s > 0
+
+
+def test_embedding_tables_get_their_own_decay():
+    from iat.train import make_optimizer
+
+    model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 1))
+    groups = make_optimizer(model, TrainConfig(weight_decay=0.0, embedding_decay=1e-3)).param_groups
+    decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert decay[id(model[0].weight)] == 1e-3 and decay[id(model[1].weight)] == 0.0 and decay[id(model[1].bias)] == 0.0
+    (single,) = make_optimizer(model, TrainConfig(weight_decay=1e-4)).param_groups  # no embedding_decay: one group
+    assert single["weight_decay"] == 1e-4 and len(single["params"]) == 3

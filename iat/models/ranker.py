@@ -2,7 +2,7 @@
 optionally with an IAT branch over the user's instance tokens (IAT paper, section 5).
 
 IAT branch: tokens -> adapter MLP (D -> 64) ++ side-info embedding (64: click / conversion as known at
-request time, time gap, domain, item, category) -> F_iat in {DIN, Transformer, LONGER} with a query
+request time, time gap, hour of day and day of week, domain, item, category) -> F_iat in {DIN, Transformer, LONGER} with a query
 compressed from the current request's features -> one vector that enters the interaction MLP as an input
 ("before", the paper's choice) or joins after it ("after", the ablation).
 """
@@ -17,7 +17,7 @@ from torch import nn
 from iat.features import FeatureEncoder
 from iat.history import N_GAP_BUCKETS
 from iat.models.layers import FieldEmbedding, mlp
-from iat.models.seq import build_seq_module
+from iat.models.seq import LabelAttention, build_seq_module
 from iat.models.source import click_conversion_loss
 
 DEFAULTS: dict[str, Any] = {
@@ -32,7 +32,9 @@ DEFAULTS: dict[str, Any] = {
     "d_seq": 32,
     "d_iat": 32,  # F_iat width (the paper's 512-d query is far beyond a 2-core CPU budget)
     "layers": 1,  # attention layers of the Transformer / LONGER modules
+    "label_heads": 0,  # > 0: a label-attention readout beside F_iat (soft click / conversion rates of similar past instances)
     "hidden": [256, 128],
+    "dropout": 0.0,  # after each hidden layer of the interaction MLP
     "cvr_weight": 1.0,
 }
 
@@ -78,6 +80,8 @@ class Ranker(nn.Module):
             self.side_click = nn.Embedding(3, 64)
             self.side_conv = nn.Embedding(4, 64)
             self.side_gap = nn.Embedding(N_GAP_BUCKETS, 64)
+            self.side_hour = nn.Embedding(25, 64)
+            self.side_weekday = nn.Embedding(8, 64)
             self.side_domain = nn.Embedding(cards["domain"], 64)
             self.side_item = nn.Embedding(n_item, 64)
             self.side_cat = nn.Embedding(n_cat, 64)
@@ -85,11 +89,13 @@ class Ranker(nn.Module):
             q_in = d_ns + (ds if self.use_seq else 0) if cfg["query"] == "compressed" else 2 * cfg["d_e"]
             self.iat_query = mlp([q_in, 256, di]) if cfg["query"] == "compressed" else nn.Linear(q_in, di)
             self.iat_module = build_seq_module(cfg["iat"], di, cfg["layers"])
+            self.label_att = LabelAttention(di, cfg["label_heads"], labels=2) if cfg["label_heads"] else None
+            d_iat_out = di + (self.label_att.out_dim if self.label_att is not None else 0)
             if cfg["iat_position"] == "before":
-                d_inter += di
+                d_inter += d_iat_out
 
-        self.interaction = mlp([d_inter, *cfg["hidden"]], last_act=True)
-        d_top = cfg["hidden"][-1] + (cfg["d_iat"] if self.use_iat and cfg["iat_position"] == "after" else 0)
+        self.interaction = mlp([d_inter, *cfg["hidden"]], last_act=True, dropout=cfg["dropout"])
+        d_top = cfg["hidden"][-1] + (d_iat_out if self.use_iat and cfg["iat_position"] == "after" else 0)
         self.head_click = nn.Linear(d_top, 1)
         self.head_conv = nn.Linear(d_top, 1)
 
@@ -99,12 +105,22 @@ class Ranker(nn.Module):
         parts = [fields[:, p] if p is not None else fields.new_zeros(fields.shape[0], fields.shape[2]) for p in self._target_pos]
         return torch.cat(parts, dim=-1)
 
-    def _instance_tokens(self, b: dict[str, torch.Tensor]) -> torch.Tensor:
-        side = self.side_gap(b["tok_gap"]) + self.side_domain(b["tok_domain"]) + self.side_item(b["tok_item"]) + self.side_cat(b["tok_cat"])
-        if self.config["side_labels"]:
-            side = side + self.side_click(b["tok_click"]) + self.side_conv(b["tok_conv"])
+    def _instance_tokens(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(InsTokens with side info, the same without the label side info) [B, L, d_iat]."""
+        side = self.side_gap(b["tok_gap"]) + self.side_hour(b["tok_hour"]) + self.side_weekday(b["tok_weekday"])
+        side = side + self.side_domain(b["tok_domain"]) + self.side_item(b["tok_item"]) + self.side_cat(b["tok_cat"])
         tok = b["tok"] if self.config["token_input"] else torch.zeros_like(b["tok"])
-        return self.token_proj(torch.cat([self.adapter(tok), side], dim=-1))
+        content = self.token_proj(torch.cat([self.adapter(tok), side], dim=-1))
+        if not self.config["side_labels"]:
+            return content, content
+        # token_proj is linear in the side info: the labels' part adds on (their side columns of the weight)
+        labels = self.side_click(b["tok_click"]) + self.side_conv(b["tok_conv"])
+        return content + labels @ self.token_proj.weight[:, -labels.shape[-1] :].T, content
+
+    @staticmethod
+    def _token_labels(b: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[B, L, 2]: click, and conversion as known at request time (1 only once known), per token."""
+        return torch.stack([(b["tok_click"] == 2), (b["tok_conv"] == 3)], dim=-1).to(b["tok"].dtype if b["tok"].is_floating_point() else torch.float32)
 
     def forward(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         fields = self.fe(b["cat"], b["num"], b["num_bucket"])
@@ -116,7 +132,11 @@ class Ranker(nn.Module):
         iat_out = None
         if self.use_iat:
             q_in = torch.cat(x, dim=-1) if self.config["query"] == "compressed" else target
-            iat_out = self.iat_module(self.iat_query(q_in), self._instance_tokens(b), b["tok_mask"])
+            query = self.iat_query(q_in)
+            tokens, content = self._instance_tokens(b)
+            iat_out = self.iat_module(query, tokens, b["tok_mask"])
+            if self.label_att is not None:
+                iat_out = torch.cat([iat_out, self.label_att(query, content, b["tok_mask"], self._token_labels(b))], dim=-1)
             if self.config["iat_position"] == "before":
                 x.append(iat_out)
         h = self.interaction(torch.cat(x, dim=-1))

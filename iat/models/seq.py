@@ -105,6 +105,39 @@ class LongerPool(_EmptyAware):
         return self._fill_empty(self.ln(x[:, 0]), mask)
 
 
+class LabelAttention(nn.Module):
+    """Per head, a soft nearest-neighbour estimate of the request's outcome rates from the user's past instances.
+
+    The query attends over the (label-free) tokens plus a learned prior slot; the attention-weighted mean of the
+    tokens' labels is the head's estimate (the prior's rate where nothing similar was seen), and the log attention
+    mass over real tokens (relative to the prior) says how much similar history there is. Output [B, heads *
+    (labels + 1)]. Keys never hold the labels they average, so a head cannot pick tokens by their outcome.
+    """
+
+    def __init__(self, d: int, heads: int = 4, labels: int = 1):
+        super().__init__()
+        if d % heads:
+            raise ValueError(f"label attention width {d} is not divisible by {heads} heads")
+        self.heads, self.labels = heads, labels
+        self.q, self.k = nn.Linear(d, d), nn.Linear(d, d)
+        self.prior_score = nn.Parameter(torch.zeros(heads))
+        self.prior_rate = nn.Parameter(torch.zeros(heads, labels))  # logits
+        self.out_dim = heads * (labels + 1)
+
+    def forward(self, query: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """query [B, d], seq [B, L, d], mask [B, L], labels [B, L, labels] in [0, 1] -> [B, out_dim]."""
+        B, L, d = seq.shape
+        H, dh = self.heads, d // self.heads
+        q = self.q(query).view(B, H, 1, dh)
+        k = self.k(seq).view(B, L, H, dh).transpose(1, 2)
+        s = ((q * k).sum(-1) / dh**0.5).masked_fill(~mask.unsqueeze(1), float("-inf"))  # [B, H, L]
+        prior = self.prior_score.view(1, H, 1).expand(B, H, 1)
+        a = torch.softmax(torch.cat([prior, s], dim=-1), dim=-1)
+        rate = a[..., :1] * torch.sigmoid(self.prior_rate).unsqueeze(0) + torch.einsum("bhl,blc->bhc", a[..., 1:], labels)
+        mass = torch.logsumexp(torch.cat([prior, s], dim=-1), dim=-1) - prior.squeeze(-1)  # >= 0; 0 without history
+        return torch.cat([rate.flatten(1), mass], dim=-1)
+
+
 def build_seq_module(kind: str, d: int, layers: int = 1) -> nn.Module:
     if kind == "din":
         return DIN(d)

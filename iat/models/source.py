@@ -34,6 +34,11 @@ ENCODER_DEFAULTS: dict[str, Any] = {
     "code_act": "tanh",  # bounded codes: int8 per-dim scaling and drift monitoring stay well behaved
     "decompress": [64],
     "conversion_weight": 1.0,  # conversion BCE weight relative to click BCE
+    # Field reconstruction from the code (weight relative to click BCE; 0 turns it off): the token must keep the
+    # instance's context (hour, promo, device...) even where it predicts nothing on its own row, because it matters
+    # across rows (a user's promo affinity shows only by comparing past promo and non-promo impressions).
+    "recon_weight": 0.5,
+    "recon_max_categories": 256,  # categorical fields with more values (ids) are not reconstructed
 }
 
 
@@ -90,6 +95,28 @@ class SourceEncoder(nn.Module):
         for layer in self.cross:
             x = layer(x0, x)
         return self.compress(self.deep(x))
+
+
+class FieldReconstruction(nn.Module):
+    """Code [N, D] -> the instance's fields: softmax over each categorical field of at most ``max_categories``
+    values, and the standardised value of each numeric field. ``loss`` is the mean over fields of CE / MSE."""
+
+    def __init__(self, encoder: FeatureEncoder, d: int, max_categories: int):
+        super().__init__()
+        cards = encoder.cardinalities
+        self.cat_cols = [i for i, k in enumerate(cards) if k <= max_categories]
+        self.sizes = [cards[i] for i in self.cat_cols]
+        self.cat = nn.Linear(d, sum(self.sizes)) if self.sizes else None
+        self.num = nn.Linear(d, encoder.n_num) if encoder.n_num else None
+
+    def loss(self, code: torch.Tensor, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
+        parts = []
+        if self.cat is not None:
+            for logits, col in zip(self.cat(code).split(self.sizes, dim=-1), self.cat_cols):
+                parts.append(F.cross_entropy(logits, cat[:, col]))
+        if self.num is not None:
+            parts.append(F.mse_loss(self.num(code), num, reduction="none").mean(0).sum())
+        return torch.stack(parts).sum() / max(len(self.cat_cols) + (num.shape[1] if self.num is not None else 0), 1)
 
 
 class Heads(nn.Module):

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from iat.features import FeatureEncoder
-from iat.models.source import ENCODER_DEFAULTS, Heads, SourceEncoder, click_conversion_loss, merged_config
+from iat.models.source import ENCODER_DEFAULTS, FieldReconstruction, Heads, SourceEncoder, click_conversion_loss, merged_config
 
 TEMPORAL_DEFAULTS: dict[str, Any] = {**ENCODER_DEFAULTS, "order": "time"}
 
@@ -25,6 +25,8 @@ class TemporalSourceModel(nn.Module):
         self.config = merged_config(TEMPORAL_DEFAULTS, config, "temporal source model")
         self.encoder = SourceEncoder(encoder, self.config)
         self.heads = Heads(self.config)
+        c = self.config
+        self.recon = FieldReconstruction(encoder, c["D"], c["recon_max_categories"]) if c["recon_weight"] else None
 
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """InsEmb codes [B, D] of a row batch."""
@@ -34,8 +36,13 @@ class TemporalSourceModel(nn.Module):
         return self.heads(self.encode(batch))
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        click_logit, conv_logit = self.logits(batch)
-        return click_conversion_loss(click_logit, conv_logit, batch["click"], batch["conversion"], self.config["conversion_weight"])
+        code = self.encode(batch)
+        click_logit, conv_logit = self.heads(code)
+        loss, logs = click_conversion_loss(click_logit, conv_logit, batch["click"], batch["conversion"], self.config["conversion_weight"])
+        if self.recon is not None:
+            rec = self.recon.loss(code, batch["cat"], batch["num"])
+            loss, logs = loss + self.config["recon_weight"] * rec, {**logs, "recon": float(rec.detach())}
+        return loss, logs
 
     def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         click_logit, conv_logit = self.logits(batch)

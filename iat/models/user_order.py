@@ -33,7 +33,7 @@ from torch import nn
 
 from iat.features import EncodedFrame, FeatureEncoder
 from iat.models.sit import SourceInstanceTransformer
-from iat.models.source import ENCODER_DEFAULTS, Heads, SourceEncoder, click_conversion_loss, merged_config
+from iat.models.source import ENCODER_DEFAULTS, FieldReconstruction, Heads, SourceEncoder, click_conversion_loss, merged_config
 
 USER_ORDER_DEFAULTS: dict[str, Any] = {
     **ENCODER_DEFAULTS,
@@ -165,6 +165,7 @@ class UserOrderSourceModel(nn.Module):
             c["D"], 2 * c["t_src"], c["sit_layers"], c["sit_heads"], c["sit_ffn_mult"], c["gap_buckets"], c["sit_label_input"]
         )
         self.heads = Heads(c)
+        self.recon = FieldReconstruction(encoder, c["D"], c["recon_max_categories"]) if c["recon_weight"] else None
 
     def codes(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pre-SIT codes [B, L, D] of a window batch; context rows computed without gradient, padding zero."""
@@ -186,9 +187,14 @@ class UserOrderSourceModel(nn.Module):
         return self.heads(self.post_sit(batch)[batch["mask"]])
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        click_logit, conv_logit = self._logits(batch)
         m = batch["mask"]
-        return click_conversion_loss(click_logit, conv_logit, batch["click"][m], batch["conversion"][m], self.config["conversion_weight"])
+        codes = self.codes(batch)
+        click_logit, conv_logit = self.heads(self.post_sit(batch, codes)[m])
+        loss, logs = click_conversion_loss(click_logit, conv_logit, batch["click"][m], batch["conversion"][m], self.config["conversion_weight"])
+        if self.recon is not None:  # on the stored (pre-SIT) codes of the scored positions
+            rec = self.recon.loss(codes[m], batch["cat"][m], batch["num"][m])
+            loss, logs = loss + self.config["recon_weight"] * rec, {**logs, "recon": float(rec.detach())}
+        return loss, logs
 
     def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         click_logit, conv_logit = self._logits(batch)
