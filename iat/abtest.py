@@ -235,7 +235,8 @@ def analyse(impressions: pd.DataFrame, cfg: ABConfig) -> tuple[pd.DataFrame, pd.
 def _candidates(world: SyntheticWorld, req: dict[str, np.ndarray], day: int, k: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """``k`` candidate items per request, sharing the request's user and context, scored at position 1."""
     n = len(req["user"])
-    cand = sample_rows(world, np.repeat(req["user"], k), np.ones(n * k, np.int64), (day, day + 1), rng)
+    # candidates come from the request's session: items "from the intent" follow the request's intent
+    cand = sample_rows(world, np.repeat(req["user"], k), np.ones(n * k, np.int64), (day, day + 1), rng, np.repeat(req["intent"], k))
     for key in _CONTEXT_KEYS:
         cand[key] = np.repeat(req[key], k)
     cand["position"] = np.ones(n * k, np.int64)

@@ -92,10 +92,17 @@ def _draw_category(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def sample_rows(
-    world: SyntheticWorld, users: np.ndarray, n: np.ndarray, days: tuple[int, int], rng: np.random.Generator
+    world: SyntheticWorld,
+    users: np.ndarray,
+    n: np.ndarray,
+    days: tuple[int, int],
+    rng: np.random.Generator,
+    intent_of: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """``n[i]`` impressions of ``users[i]`` on days in [days[0], days[1]): when, where, which item, which context,
-    and the hidden ``intent`` of the session each one belongs to."""
+    and the hidden ``intent`` of the session each one belongs to. ``intent_of[i]``: the intent of every session of
+    entry i instead of a drawn one (the A/B simulator's candidates belong to their request's session); the random
+    draws are the same either way."""
     user = np.repeat(users, n)
     R = len(user)
     first = np.zeros(R, bool)
@@ -118,6 +125,8 @@ def sample_rows(
     device = np.where(rng.random(S) < world.device_follows_os, os_, rng.integers(0, 3, S))
     liked = _draw_category(np.exp(world.interest0[s_user] * 1.5), rng)
     intent = np.where(rng.random(S) < INTENT_FROM_LIKES, liked, rng.integers(0, world.interest0.shape[1], S))
+    if intent_of is not None:
+        intent = np.repeat(intent_of, n)[new_session]
 
     # Requests inside a session: the same ts for the items of one request, a gap before the next request.
     new_request = new_session | (rng.random(R) < NEW_REQUEST)
