@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ class DownstreamData:
     split: np.ndarray
     clicks: ClickIndex
 
-    @property
+    @cached_property
     def train_users(self) -> np.ndarray:
         """Users with train rows: the "returning" users of the valid / test splits (the others are new)."""
         return np.unique(self.df["user_id"].to_numpy()[self.split == "train"])
@@ -164,8 +165,7 @@ def train_downstream(
         return RowBatches(frame, bs, cfg.seed, "shuffle" if train else "time", assemble=assembler.batch)
 
     result = fit(model, source("train", True), source("valid", False), cfg, task=task)
-    returning = data.train_users
-    metrics: dict[str, Any] = {s: evaluate_model(model, source(s, False), n_boot=n_boot, seed=cfg.seed, task=task, returning_users=returning) for s in eval_splits}
+    metrics: dict[str, Any] = {s: evaluate_model(model, source(s, False), n_boot=n_boot, seed=cfg.seed, task=task, returning_users=data.train_users) for s in eval_splits}
     metrics.update(
         spec=asdict(spec),
         task=task,
@@ -174,18 +174,26 @@ def train_downstream(
         processes=dist.world_size(),
         params=sum(p.numel() for p in model.parameters() if p.requires_grad),
     )
+    tokenizer_config = model.tokenizer.config if isinstance(model, SIFMixer) else None
+    config = _bundle_config(spec, model.config, cfg, store, weights_hash(model), tokenizer_config)
+    return RankerBundle(model, data.encoder, config, metrics), metrics
+
+
+def _bundle_config(
+    spec: DownstreamSpec, model_config: dict[str, Any], cfg: TrainConfig, store: TokenStore | None, version: str, tokenizer: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A downstream bundle's config.json: what serving needs to rebuild the model and the store it reads."""
     train = asdict(cfg)
-    config = {
+    return {
         "kind": spec.model,
         "spec": asdict(spec),
-        "model": model.config,
-        "tokenizer": model.tokenizer.config if isinstance(model, SIFMixer) else None,
+        "model": model_config,
+        "tokenizer": tokenizer,
         "token_source": store.source if store is not None else None,
         "train": train,
-        "config_hash": config_hash(spec.model, {"spec": asdict(spec), "model": model.config}, train),
-        "version": weights_hash(model),
+        "config_hash": config_hash(spec.model, {"spec": asdict(spec), "model": model_config}, train),
+        "version": version,
     }
-    return RankerBundle(model, data.encoder, config, metrics), metrics
 
 
 def train_gbdt(
@@ -228,15 +236,5 @@ def train_gbdt(
         search=search["search"],
         chosen=search["chosen"],
     )
-    train = asdict(cfg)
-    config = {
-        "kind": "gbdt",
-        "spec": asdict(spec),
-        "model": model.config,
-        "tokenizer": None,
-        "token_source": store.source if store is not None and model.reads_tokens else None,
-        "train": train,
-        "config_hash": config_hash("gbdt", {"spec": asdict(spec), "model": model.config}, train),
-        "version": model.version,
-    }
+    config = _bundle_config(spec, model.config, cfg, store if model.reads_tokens else None, model.version)
     return RankerBundle(model, data.encoder, config, metrics), metrics

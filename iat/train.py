@@ -198,12 +198,16 @@ def _fingerprint(model: nn.Module, cfg: TrainConfig) -> str:
 
 
 def _rng_states() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    # numpy's state as a tensor and plain numbers: a checkpoint then loads with torch.load(weights_only=True)
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    return {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
 
 
 def _set_rng_states(s: dict[str, Any]) -> None:
     torch.set_rng_state(s["torch"])
-    np.random.set_state(s["numpy"])
+    n = s["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     random.setstate(s["python"])
 
 
@@ -224,7 +228,7 @@ def _save_checkpoint(
 
 
 def _load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, fp: str) -> tuple[_State, dict | None]:
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck = torch.load(path, map_location="cpu", weights_only=True)
     if ck.get("fingerprint") != fp:
         raise ValueError(f"checkpoint {path} was written by a different model or training config; delete it or use another checkpoint_dir")
     model.load_state_dict(ck["model"])

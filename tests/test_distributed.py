@@ -75,7 +75,7 @@ def test_source_model_under_ddp_scores_like_one_process(log, tmp_path):
     one = train_source_with(1, df, schema, "temporal", None, CFG, n_boot=0)
     two = train_source_with(2, df, schema, "temporal", None, CFG, tmp_path, n_boot=0)
     _same_scores(one.metrics, two.metrics)
-    ck = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=False)  # written by rank 0 alone, with both ranks' RNGs
+    ck = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)  # written by rank 0 alone, with both ranks' RNGs
     assert len(ck["rng"]) == 2 and ck["state"]["epoch"] == CFG.epochs
 
 

@@ -35,12 +35,17 @@ def _batch(data: DownstreamData, store: TokenStore | None, rows: np.ndarray, L: 
     return asm.batch(data.encoder.transform(data.df.iloc[rows]))
 
 
+def _test_features(data: DownstreamData, store: TokenStore | None, inputs: str, n: int):
+    """(model, rows, batch, features) of the first ``n`` test rows."""
+    model = GBDTRanker(data.encoder, {"inputs": inputs})
+    rows = np.flatnonzero(data.split == "test")[:n]
+    b = _batch(data, store, rows)
+    return model, rows, b, model.features(b)
+
+
 def test_sequence_aggregates_count_the_clicked_items_before_the_request(setup):
     data, _ = setup
-    model = GBDTRanker(data.encoder, {"inputs": "seq"})
-    rows = np.flatnonzero(data.split == "test")[:300]
-    b = _batch(data, None, rows)
-    x = model.features(b)
+    model, rows, _, x = _test_features(data, None, "seq", 300)
     names = model.feature_names()
     col = {n: i for i, n in enumerate(names)}
     df = data.df.iloc[rows]
@@ -59,10 +64,7 @@ def test_sequence_aggregates_count_the_clicked_items_before_the_request(setup):
 
 def test_token_pools_are_the_mean_recency_and_clicked_means(setup):
     data, store = setup
-    model = GBDTRanker(data.encoder, {"inputs": "tokens"})
-    rows = np.flatnonzero(data.split == "test")[:64]
-    b = _batch(data, store, rows)
-    x = model.features(b)
+    _, rows, b, x = _test_features(data, store, "tokens", 64)
     D = store.dims[0]
     pools = x[:, -(3 * D + 1) :]
     tok, mask, click = b["tok"].numpy(), b["tok_mask"].numpy(), b["tok_click"].numpy() == 2

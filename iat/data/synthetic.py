@@ -279,18 +279,21 @@ def add_item_features(df: pd.DataFrame, log: pd.DataFrame | None = None) -> pd.D
         both = pd.concat([log.assign(_one=1.0), df.assign(**unseen)], ignore_index=True)
     both["_all"] = 0
 
-    def rate(keys: list[str], hits: str, trials: str, known_at: str | None, prior: np.ndarray) -> np.ndarray:
-        n = past_sum(both, keys, trials, known_at)
-        return (past_sum(both, keys, hits, known_at) + PRIOR_STRENGTH * prior) / (n + PRIOR_STRENGTH)
+    def smoothed(hits: np.ndarray, trials: np.ndarray, prior: np.ndarray) -> np.ndarray:
+        return (hits + PRIOR_STRENGTH * prior) / (trials + PRIOR_STRENGTH)
+
+    def past(keys: list[str], value: str, known_at: str | None = None) -> np.ndarray:
+        return past_sum(both, keys, value, known_at)
 
     # running global rates (smoothed towards a constant): what the item and seller rates shrink to
-    ctr0 = (past_sum(both, ["_all"], "click") + 1.0) / (past_sum(both, ["_all"], "_one") + 10.0)
-    cvr0 = (past_sum(both, ["_all"], "conversion", "conversion_ts") + 1.0) / (past_sum(both, ["_all"], "click", "conversion_ts") + 10.0)
+    ctr0 = (past(["_all"], "click") + 1.0) / (past(["_all"], "_one") + 10.0)
+    cvr0 = (past(["_all"], "conversion", "conversion_ts") + 1.0) / (past(["_all"], "click", "conversion_ts") + 10.0)
+    item_n = past(["item_id"], "_one")
     out = {
-        "item_prior_count": past_sum(both, ["item_id"], "_one"),
-        "item_prior_ctr": rate(["item_id"], "click", "_one", None, ctr0),
-        "item_prior_cvr": rate(["item_id"], "conversion", "click", "conversion_ts", cvr0),
-        "seller_prior_ctr": rate(["seller_id"], "click", "_one", None, ctr0),
+        "item_prior_count": item_n,
+        "item_prior_ctr": smoothed(past(["item_id"], "click"), item_n, ctr0),
+        "item_prior_cvr": smoothed(past(["item_id"], "conversion", "conversion_ts"), past(["item_id"], "click", "conversion_ts"), cvr0),
+        "seller_prior_ctr": smoothed(past(["seller_id"], "click"), past(["seller_id"], "_one"), ctr0),
     }
     rows = np.arange(len(both)) >= (0 if log is None else len(log))
     df = df.copy()

@@ -132,20 +132,9 @@ class SyntheticWorld:
         """The user's habit hour at ts (it drifts by ``habit_drift`` hours over the log)."""
         return (self.habit_hour[user] + self.habit_drift[user] * self._frac(ts)) % 24
 
-    def click_logit(
-        self,
-        user: np.ndarray,
-        item: np.ndarray,
-        ts: np.ndarray,
-        hour: np.ndarray,
-        promo: np.ndarray,
-        position: np.ndarray,
-        device: np.ndarray,
-        domain: np.ndarray,
-        intent: np.ndarray,
-    ) -> np.ndarray:
-        """Logit of P(click); ``intent`` is the session's intent category (hidden, -1 = none)."""
-        return sum(self.click_terms(user, item, ts, hour, promo, position, device, domain, intent).values())
+    def click_logit(self, *args: np.ndarray) -> np.ndarray:
+        """Logit of P(click): the sum of ``click_terms(*args)`` (same arguments)."""
+        return sum(self.click_terms(*args).values())
 
     def click_terms(
         self,
@@ -159,7 +148,8 @@ class SyntheticWorld:
         domain: np.ndarray,
         intent: np.ndarray,
     ) -> dict[str, np.ndarray]:
-        """The click logit as its terms (``base`` plus one per key of ``W``), for the effect-worth measurements."""
+        """The click logit as its terms (``base`` plus one per key of ``W``), for the effect-worth measurements;
+        ``intent`` is the session's intent category (hidden, -1 = none)."""
         cat = self.item_category[item]
         loyal = (self.loyal_brand[user] == self.item_brand[item][:, None]).any(axis=1)
         habit = self.habit_strength[user] * np.cos(2 * np.pi * (hour - self.habit(user, ts)) / 24)

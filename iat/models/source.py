@@ -109,6 +109,18 @@ class FieldReconstruction(nn.Module):
         self.cat = nn.Linear(d, sum(self.sizes)) if self.sizes else None
         self.num = nn.Linear(d, encoder.n_num) if encoder.n_num else None
 
+    @classmethod
+    def from_config(cls, encoder: FeatureEncoder, config: dict[str, Any]) -> "FieldReconstruction | None":
+        """The head a source model's config asks for (None when ``recon_weight`` is 0)."""
+        return cls(encoder, config["D"], config["recon_max_categories"]) if config["recon_weight"] else None
+
+    def add_to(
+        self, loss: torch.Tensor, logs: dict[str, float], weight: float, code: torch.Tensor, cat: torch.Tensor, num: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """A source model's (loss, logs) with the weighted reconstruction loss of ``code`` added."""
+        rec = self.loss(code, cat, num)
+        return loss + weight * rec, {**logs, "recon": float(rec.detach())}
+
     def loss(self, code: torch.Tensor, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
         parts = []
         if self.cat is not None:

@@ -25,8 +25,7 @@ class TemporalSourceModel(nn.Module):
         self.config = merged_config(TEMPORAL_DEFAULTS, config, "temporal source model")
         self.encoder = SourceEncoder(encoder, self.config)
         self.heads = Heads(self.config)
-        c = self.config
-        self.recon = FieldReconstruction(encoder, c["D"], c["recon_max_categories"]) if c["recon_weight"] else None
+        self.recon = FieldReconstruction.from_config(encoder, self.config)
 
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """InsEmb codes [B, D] of a row batch."""
@@ -40,8 +39,7 @@ class TemporalSourceModel(nn.Module):
         click_logit, conv_logit = self.heads(code)
         loss, logs = click_conversion_loss(click_logit, conv_logit, batch["click"], batch["conversion"], self.config["conversion_weight"])
         if self.recon is not None:
-            rec = self.recon.loss(code, batch["cat"], batch["num"])
-            loss, logs = loss + self.config["recon_weight"] * rec, {**logs, "recon": float(rec.detach())}
+            loss, logs = self.recon.add_to(loss, logs, self.config["recon_weight"], code, batch["cat"], batch["num"])
         return loss, logs
 
     def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -165,7 +165,7 @@ class UserOrderSourceModel(nn.Module):
             c["D"], 2 * c["t_src"], c["sit_layers"], c["sit_heads"], c["sit_ffn_mult"], c["gap_buckets"], c["sit_label_input"]
         )
         self.heads = Heads(c)
-        self.recon = FieldReconstruction(encoder, c["D"], c["recon_max_categories"]) if c["recon_weight"] else None
+        self.recon = FieldReconstruction.from_config(encoder, c)
 
     def codes(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pre-SIT codes [B, L, D] of a window batch; context rows computed without gradient, padding zero."""
@@ -192,8 +192,7 @@ class UserOrderSourceModel(nn.Module):
         click_logit, conv_logit = self.heads(self.post_sit(batch, codes)[m])
         loss, logs = click_conversion_loss(click_logit, conv_logit, batch["click"][m], batch["conversion"][m], self.config["conversion_weight"])
         if self.recon is not None:  # on the stored (pre-SIT) codes of the scored positions
-            rec = self.recon.loss(codes[m], batch["cat"][m], batch["num"][m])
-            loss, logs = loss + self.config["recon_weight"] * rec, {**logs, "recon": float(rec.detach())}
+            loss, logs = self.recon.add_to(loss, logs, self.config["recon_weight"], codes[m], batch["cat"][m], batch["num"][m])
         return loss, logs
 
     def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
