@@ -1,6 +1,6 @@
 """Load test of the ranking service over HTTP on 127.0.0.1, against the same model scored in-process.
 
-    python bench/bench_service.py [--candidates 100] [--L 256] [--concurrency 1 8 32] [--duration 30]
+    python bench/bench_service.py [--candidates 100] [--L 256] [--concurrency 1 8 32] [--duration 30] [--burst 60]
 
 Set-up (cached in ``--work``): a synthetic log, a temporal source model, its token store, and a ranker with an
 IAT branch (``--iat``, L = ``--L``) trained for one epoch on a sample of the train split (serving cost does not
@@ -10,12 +10,18 @@ features of their last instance and ``--candidates`` candidates drawn from the l
 
 Measured:
 - in-process ceiling: ``ServingCore.rank`` called back to back in this process (one request at a time), before
-  the server starts and again after it stops (the machine may be shared; both are reported);
+  the server starts and again after it stops (the machine may be shared; both are reported), and in the same
+  phase the computation before issue 14's exact savings (``bench/reference_compute.py``: a history copy per
+  candidate, every block row, DIN on the concatenation), alternating with the current one;
 - the service (``bentoml serve``, a separate process) loaded from this process by C client threads for each C
   in ``--concurrency``: each phase lasts ``--duration`` s or ``--max-requests`` requests, whichever comes first;
-  latency p50 / p95 / p99, requests/s, and the mean adaptive batch (requests per forward pass, from /metrics);
+  latency p50 / p95 / p99 / max and requests/s;
+- recovery: lone 1-candidate requests, before and after a ``--burst`` s burst of 32 clients: the median before,
+  and how long after the burst until a lone request is back within 1.5x of it;
 - ingest under load: ``--ingest`` new instances posted one after another while 8 clients rank; afterwards
   the live store must hold every one of them (counted by id) and exactly that many more rows.
+
+``--device cuda`` scores on the GPU, in-process and in the service (``IAT_DEVICE``).
 """
 
 from __future__ import annotations
@@ -108,22 +114,39 @@ def _py(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
-def in_process(pkg: Path, store: Path, requests: list[dict[str, Any]], count: int, threads: int) -> dict[str, Any]:
+def in_process(pkg: Path, store: Path, requests: list[dict[str, Any]], count: int, threads: int, device: str, before: bool = False) -> dict[str, Any]:
+    """``count`` ranks back to back; with ``before``, also the computation before issue 14, the two alternating."""
     import torch
 
+    from bench.reference_compute import reference
+
     torch.set_num_threads(threads)  # training in the set-up resets it to the core count
-    core = ServingCore.load(pkg, store=store)
-    q = requests[0]
-    core.rank(q["user_id"], q["ts"], q["context"], q["candidates"], q["domain"])  # warm-up
-    lat = []
-    t0 = time.perf_counter()
-    for i in range(count):
+    core = ServingCore.load(pkg, store=store, device=device)
+    lat: dict[str, list[float]] = {"now": [], "before": []}
+
+    def rank(i: int) -> float:
         q = requests[i % len(requests)]
         t = time.perf_counter()
         s = core.rank(q["user_id"], q["ts"], q["context"], q["candidates"], q["domain"])
-        lat.append(time.perf_counter() - t)
+        if device == "cuda":
+            torch.cuda.synchronize()
         assert s.tokens[0] > 0
-    return summary(lat, time.perf_counter() - t0, 0)
+        return time.perf_counter() - t
+
+    rank(0)  # warm-up
+    t0 = time.perf_counter()
+    for i in range(count):
+        lat["now"].append(rank(i))
+    wall = time.perf_counter() - t0
+    out = summary(lat["now"], wall, 0)
+    if before:
+        for i in range(0, count, 10):  # alternate blocks of 10 requests
+            with reference(core.ranker.model):
+                lat["before"] += [rank(j) for j in range(i, i + 10)]
+            lat["now"] += [rank(j) for j in range(i, i + 10)]
+        out["before"] = summary(lat["before"], sum(lat["before"]), 0)
+        out["now_alternating"] = summary(lat["now"][count:], sum(lat["now"][count:]), 0)
+    return out
 
 
 def summary(lat: list[float], wall: float, errors: int) -> dict[str, Any]:
@@ -134,6 +157,7 @@ def summary(lat: list[float], wall: float, errors: int) -> dict[str, Any]:
         "p50_ms": float(np.percentile(a, 50)),
         "p95_ms": float(np.percentile(a, 95)),
         "p99_ms": float(np.percentile(a, 99)),
+        "max_ms": float(a.max()),
         "rps": len(lat) / wall,
     }
 
@@ -142,18 +166,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def batch_stats(url: str) -> tuple[float, float]:
-    """(sum, count) of BentoML's adaptive batch size histogram of score_batch."""
-    text = httpx.get(f"{url}/metrics", timeout=30).text
-    vals = {"sum": 0.0, "count": 0.0}
-    for line in text.splitlines():
-        if line.startswith("bentoml_service_adaptive_batch_size_") and 'method_name="score_batch"' in line:
-            kind = line.split("{")[0].rsplit("_", 1)[1]
-            if kind in vals:
-                vals[kind] += float(line.rsplit(" ", 1)[1])
-    return vals["sum"], vals["count"]
 
 
 def load_phase(url: str, requests: list[dict[str, Any]], clients: int, duration: float, max_requests: int, ingest: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -193,7 +205,6 @@ def load_phase(url: str, requests: list[dict[str, Any]], clients: int, duration:
                     print(f"ingest {inst['instance_id']}: {r.status_code} {r.text[:200]}", flush=True)
 
     encoded = [json.dumps(q).encode() for q in requests]  # encoded once: the client's CPU is the server's too
-    b0 = batch_stats(url)
     threads = [threading.Thread(target=ranker, args=(k,)) for k in range(clients)]
     if ingest:
         threads.append(threading.Thread(target=ingester))
@@ -203,12 +214,45 @@ def load_phase(url: str, requests: list[dict[str, Any]], clients: int, duration:
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    b1 = batch_stats(url)
     out = summary(lat, wall, errors[0])
-    out["mean_batch"] = (b1[0] - b0[0]) / max(b1[1] - b0[1], 1)
     out["ingested_ok"] = len(ingested)
     out["ingested_ids"] = ingested
     return out
+
+
+def recovery(url: str, requests: list[dict[str, Any]], burst: float, probes: int = 20) -> dict[str, Any]:
+    """Lone 1-candidate ranks before and after ``burst`` s of 32 clients: how long until one is back within 1.5x of
+    the median before (probes every 0.25 s for at most 30 s)."""
+    lone = dict(requests[0], candidates=requests[0]["candidates"][:1])
+    with httpx.Client(base_url=url, timeout=300) as c:
+
+        def once() -> float:
+            t = time.perf_counter()
+            r = c.post("/rank", json=lone)
+            r.raise_for_status()
+            return time.perf_counter() - t
+
+        before = [once() for _ in range(probes)]
+        median = float(np.median(before))
+        load = load_phase(url, requests, 32, burst, 10**9)
+        t_end = time.perf_counter()
+        after: list[tuple[float, float]] = []
+        back = None
+        while time.perf_counter() - t_end < 30:
+            dt = once()
+            after.append((time.perf_counter() - t_end, dt))
+            if back is None and dt <= 1.5 * median:
+                back = after[-1][0]
+            if back is not None and len(after) >= probes:
+                break
+            time.sleep(0.25)
+    return {
+        "lone_median_before_ms": 1000 * median,
+        "burst": {k: v for k, v in load.items() if k != "ingested_ids"},
+        "first_after_ms": 1000 * after[0][1],
+        "median_after_ms": 1000 * float(np.median([d for _, d in after])),
+        "back_within_1_5x_after_s": back,
+    }
 
 
 def ingest_bodies(df: pd.DataFrame, pkg: Path, n: int, seed: int) -> list[dict[str, Any]]:
@@ -238,11 +282,15 @@ def main() -> None:
     ap.add_argument("--inproc-requests", type=int, default=100)
     ap.add_argument("--ingest", type=int, default=40, help="instances ingested while 8 clients rank")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads, in-process and in the service")
-    ap.add_argument("--max-batch", type=int, default=4, help="the service's adaptive batching cap (requests per forward pass; BentoML needs >= 2)")
+    ap.add_argument("--burst", type=float, default=60.0, help="seconds of the 32-client burst before the recovery probes (0: skip)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the ranker scores (in-process and in the service)")
     ap.add_argument("--out", help="write the results as JSON here")
     a = ap.parse_args()
-    if a.max_batch < 2:
-        ap.error("--max-batch must be at least 2 (BentoML's lower bound for a batchable API)")
+    if a.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            ap.error("--device cuda: torch sees no CUDA device")
     setup_environment()  # BentoML's home inside the project, never the user's
     work = Path(a.work)
     pkg, df = build(work, a.users, a.seed, a.L, a.iat, a.train_rows)
@@ -254,14 +302,14 @@ def main() -> None:
         shutil.rmtree(p, ignore_errors=True)
         return snapshot_store(read_package(pkg).store_dir, p)
 
-    results["in_process_before"] = in_process(pkg, fresh_store("inproc"), requests, a.inproc_requests, a.threads)
+    results["in_process_before"] = in_process(pkg, fresh_store("inproc"), requests, a.inproc_requests, a.threads, a.device, before=True)
     print(f"in-process: {results['in_process_before']}", flush=True)
 
     live = fresh_store("live")
     rows0 = TokenStore.open(live).rows
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "IAT_SERVING_PACKAGE": str(pkg), "IAT_TOKEN_STORE": str(live), "IAT_TORCH_THREADS": str(a.threads), "IAT_MAX_BATCH_REQUESTS": str(a.max_batch)}
+    env = {**os.environ, "IAT_SERVING_PACKAGE": str(pkg), "IAT_TOKEN_STORE": str(live), "IAT_TORCH_THREADS": str(a.threads), "IAT_DEVICE": a.device}
     cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:IATRanker", "--host", "127.0.0.1", "--port", str(port), "--working-dir", str(REPO)]
     log = open(work / "service.log", "w")
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -284,6 +332,9 @@ def main() -> None:
             r.pop("ingested_ids")
             results[f"http_c{c}"] = r
             print(f"http c={c}: {r}", flush=True)
+        if a.burst > 0:
+            results["recovery"] = recovery(url, requests, a.burst)
+            print(f"recovery: {results['recovery']}", flush=True)
         bodies = ingest_bodies(df, pkg, a.ingest, a.seed)
         r = load_phase(url, requests, 8, a.duration, a.max_requests, ingest=bodies)
         info = httpx.post(f"{url}/info", json={}, timeout=30).json()
@@ -299,7 +350,7 @@ def main() -> None:
     r.pop("ingested_ids")
     results["http_c8_with_ingest"] = r
     print(f"http c=8 + ingest: {r}", flush=True)
-    results["in_process_after"] = in_process(pkg, fresh_store("inproc"), requests, a.inproc_requests, a.threads)
+    results["in_process_after"] = in_process(pkg, fresh_store("inproc"), requests, a.inproc_requests, a.threads, a.device)
     results["load_after"] = os.getloadavg()
     print(f"in-process: {results['in_process_after']}", flush=True)
     print(table(results))
@@ -309,26 +360,43 @@ def main() -> None:
 
 def table(res: dict[str, Any]) -> str:
     c = res["config"]
-    ceiling = (res["in_process_before"]["rps"] + res["in_process_after"]["rps"]) / 2
+    ip = res["in_process_before"]
+    ceiling = (ip["rps"] + res["in_process_after"]["rps"]) / 2
     lines = [
-        f"{c['candidates']} candidates per request, L={c['L']} ({c['iat']} F_iat), {c['threads']} torch thread(s), "
-        f"at most {c['max_batch']} requests per forward pass; "
-        f"load average {res['load_before'][0]:.1f} before, {res['load_after'][0]:.1f} after",
+        f"{c['candidates']} candidates per request, L={c['L']} ({c['iat']} F_iat), {c['threads']} torch thread(s), device {c['device']}; "
+        f"load average {res['load_before'][0]:.2f} before, {res['load_after'][0]:.2f} after ({os.cpu_count()} cores)",
         "",
-        "| run | requests | errors | p50 ms | p95 ms | p99 ms | requests/s | / in-process | mean batch |",
+        "| run | requests | errors | p50 ms | p95 ms | p99 ms | max ms | requests/s | / in-process |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for key, name in (("in_process_before", "in-process (before)"), ("in_process_after", "in-process (after)")):
-        r = res[key]
-        lines.append(f"| {name} | {r['n']} | 0 | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {r['rps']:.2f} | {r['rps'] / ceiling:.2f} | - |")
+
+    def row(name: str, r: dict[str, Any]) -> str:
+        return f"| {name} | {r['n']} | {r['errors']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.1f} | {r['rps']:.2f} | {r['rps'] / ceiling:.2f} |"
+
+    lines.append(row("in-process (start)", ip))
+    lines.append(row("in-process, before issue 14 (alternating)", ip["before"]))
+    lines.append(row("in-process, now (alternating)", ip["now_alternating"]))
+    lines.append(row("in-process (end)", res["in_process_after"]))
     for key in [k for k in res if k.startswith("http_")]:
-        r = res[key]
         name = key.replace("http_c", "HTTP, ").replace("_with_ingest", " + ingest") + (" clients" if "ingest" not in key else "")
+        lines.append(row(name, res[key]))
+    if "recovery" in res:
+        rec = res["recovery"]
+        lines.append(row(f"HTTP, 32 clients, {c['burst']:.0f} s burst", rec["burst"]))
+    lines.append("")
+    lines.append(
+        f"in-process p50: before issue 14 {ip['before']['p50_ms']:.1f} ms, now {ip['now_alternating']['p50_ms']:.1f} ms "
+        f"({ip['before']['p50_ms'] / ip['now_alternating']['p50_ms']:.2f}x); HTTP 1 client p50 / in-process p50: "
+        f"{res['http_c1']['p50_ms'] / ip['p50_ms']:.2f}x" if "http_c1" in res else ""
+    )
+    if "recovery" in res:
+        back = rec["back_within_1_5x_after_s"]
         lines.append(
-            f"| {name} | {r['n']} | {r['errors']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {r['rps']:.2f} | {r['rps'] / ceiling:.2f} | {r['mean_batch']:.2f} |"
+            f"lone 1-candidate request: median {rec['lone_median_before_ms']:.1f} ms before the burst; first after it "
+            f"{rec['first_after_ms']:.1f} ms, median after {rec['median_after_ms']:.1f} ms; back within 1.5x "
+            + (f"{back:.2f} s after the burst" if back is not None else "not within 30 s")
         )
     ing = res["http_c8_with_ingest"]["ingest"]
-    lines.append("")
     lines.append(
         f"ingest under load: {ing['sent']} sent, {ing['acknowledged']} acknowledged, {ing['in_store']} found in the store by id, "
         f"store grew by {ing['rows_added']} rows (the service reports {ing['service_rows_added']})"

@@ -9,7 +9,9 @@ returns (tokens decoded to float32, or uint8 codes, plus mask and side info; "un
 stored fp16 / int8 values for decoding on the device). In the same run, two plain
 numpy copies of exactly that many bytes give the ceiling: a row gather (np.take of the same number of rows of
 the same width from an in-memory array) and a contiguous memcpy. Ratios are fetch GB/s / ceiling GB/s.
-Bytes per instance compare the store with the raw feature row of the synthetic log it replaces.
+Decode: for fp16 and int8, numpy's conversion of the fetched values to float32 against the torch one that fetch
+uses (``iat.tokens.codecs.decode``), and each as a share of fetch + decode. Bytes per instance compare the store
+with the raw feature row of the synthetic log it replaces.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 
 from iat.data.synthetic import generate
 from iat.tokens import TokenStore, append_segment, inspect_store, write_store
+from iat.tokens.codecs import decode
 
 SRC = {"model": "bench", "version": "0", "run_id": "bench", "config_hash": "0"}
 D, T, M = 64, 8, 3
@@ -128,7 +131,7 @@ def main() -> None:
     slots = args.batch * args.L
     m_args = (slots, args.rows, args.repeats)
     root = Path(tempfile.mkdtemp(prefix="bench_tokens_"))
-    fetch_rows, size_rows = [], []
+    fetch_rows, size_rows, decode_rows = [], [], []
     try:
         for kind, dtype in CONFIGS:
             tokens = dense if kind == "dense" else codes
@@ -141,6 +144,11 @@ def main() -> None:
             if dtype in ("fp16", "int8"):  # stored values out, for decoding on the device
                 raw = lambda: store.fetch_before(req_u, req_t, args.L, decode_tokens=False)  # noqa: E731
                 fetch_rows.append(measure(f"{kind} {dtype} undecoded", 1, raw, *m_args))
+                stored = raw().tokens
+                numpy_decode = (lambda: stored.astype(np.float32)) if dtype == "fp16" else (lambda: np.multiply(stored, store.scale, dtype=np.float32))
+                assert np.array_equal(numpy_decode(), decode(stored, dtype, store.scale))  # the same values, bit for bit
+                t = timed({"fetch": raw, "numpy": numpy_decode, "torch": lambda: decode(stored, dtype, store.scale)}, args.repeats)
+                decode_rows.append((dtype, t["fetch"], t["numpy"], t["torch"]))
             info = inspect_store(path)
             size_rows.append((f"{kind} {dtype}", info["token_bytes_per_row"], info["bytes_per_row"], args.rows / write_s))
             if dtype == "fp32":  # the merge path: the same rows as a base plus appended segments
@@ -169,6 +177,12 @@ def main() -> None:
     for name, parts, t, fill, gbs, g_gather, g_copy in fetch_rows:
         print(f"| {name} | {parts} | {t * 1e3:.0f} | {slots / t / 1e6:.2f}M | {slots * fill / t / 1e6:.2f}M | {fill:.2f} "
               f"| {gbs:.2f} | {g_gather:.2f} | {g_copy:.2f} | {gbs / g_gather:.2f} | {gbs / g_copy:.2f} |")
+
+    print(f"\n## Decode of the fetched tokens to float32 ({slots:,} slots x D={D}): numpy's conversion vs the torch one fetch uses\n")
+    print("| stored | fetch undecoded ms | numpy decode ms | torch decode ms | numpy / torch | decode share of fetch: numpy | torch |")
+    print("|---|---|---|---|---|---|---|")
+    for dtype, f, n, tt in decode_rows:
+        print(f"| {dtype} | {f * 1e3:.0f} | {n * 1e3:.0f} | {tt * 1e3:.0f} | {n / tt:.2f}x | {n / (f + n):.0%} | {tt / (f + tt):.0%} |")
 
     raw_mem, raw_parquet, n_feats = raw_row_bytes(args.raw_users)
     print(f"\n## Bytes per instance (raw feature row: synthetic log, {n_feats} feature fields)\n")

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from iat.features import DOMAIN_FIELD, EncodedFrame, FeatureEncoder
-from iat.models.batching import frame_batch
+from iat.models.batching import HIST_INDEX, frame_batch
 from iat.tokens.fetch import locate_before
 from iat.tokens.store import CONVERSION_PAD, TokenStore
 
@@ -94,15 +94,25 @@ class HistoryAssembler:
         return np.where(mask, self.encoder.encode_categorical(field, raw.ravel()).reshape(raw.shape), 0)
 
     def batch(self, f: EncodedFrame) -> dict[str, torch.Tensor]:
+        """The frame's rows plus their histories: fetched once per distinct (user, ts) and shared through
+        ``HIST_INDEX`` (a request's 100 candidates read one history; ``expand_histories`` aligns them to rows)."""
         out = frame_batch(f)
+        _, first, inverse = np.unique(np.stack([f.user_id, f.ts], axis=1), axis=0, return_index=True, return_inverse=True)
+        out.update(self.histories(f.user_id[first], f.ts[first]))
+        out[HIST_INDEX] = torch.from_numpy(inverse.reshape(-1).astype(np.int64))
+        return out
+
+    def histories(self, user_id: np.ndarray, ts: np.ndarray) -> dict[str, torch.Tensor]:
+        """The ``HISTORY_KEYS`` tensors of requests (user, ts), one row each, strictly before ts."""
+        out: dict[str, torch.Tensor] = {}
         if self.clicks is not None:
-            idx, mask = self.clicks.fetch(f.user_id, f.ts, self.base_L)
+            idx, mask = self.clicks.fetch(user_id, ts, self.base_L)
             out["seq_item"] = torch.from_numpy(self._ids("item_id", self.clicks.item_id[idx], mask))
             out["seq_cat"] = torch.from_numpy(self._ids(self.cat_field, self.clicks.category[idx], mask))
-            out["seq_gap"] = torch.from_numpy(np.where(mask, gap_bucket(f.ts[:, None] - self.clicks.ts[idx]), 0))
+            out["seq_gap"] = torch.from_numpy(np.where(mask, gap_bucket(ts[:, None] - self.clicks.ts[idx]), 0))
             out["seq_mask"] = torch.from_numpy(mask)
         if self.store is not None:
-            h = self.store.fetch_before(f.user_id, f.ts, self.L)
+            h = self.store.fetch_before(user_id, ts, self.L)
             tok = h.tokens
             out["tok"] = torch.from_numpy(np.ascontiguousarray(tok, dtype=np.float32 if tok.dtype.kind == "f" else np.int64))
             out["tok_mask"] = torch.from_numpy(h.mask)

@@ -6,8 +6,8 @@
   with the request, as from a feature service: the core never computes them. A feature left out is null:
   OOV for a categorical field, 0 after standardisation for a numeric one. Rows are encoded with the ranker's
   FeatureEncoder, histories come from the token store through ``HistoryAssembler`` (the same code that fed
-  training; fetched once per distinct (user, ts) and shared by that request's candidates), and
-  ``model.predict`` scores them: pCTR, and pCVR = P(conversion | click).
+  training; fetched once per distinct (user, ts) and shared by that request's candidates, whose scores compute
+  every history-side term once too), and ``model.predict`` scores them: pCTR, and pCVR = P(conversion | click).
 - ``ingest``: one newly logged instance -> the source model's token -> appended to the store (the paper's
   streaming write path); the next rank of that user sees it. ``label``: a delayed conversion arrives.
 
@@ -34,9 +34,10 @@ import pandas as pd
 import torch
 
 from iat.downstream import RankerBundle, load_ranker
-from iat.features import DOMAIN_FIELD, EncodedFrame
+from iat.distributed import to_device
+from iat.features import DOMAIN_FIELD
 from iat.history import ClickIndex, HistoryAssembler
-from iat.models.batching import frame_batch
+from iat.models.batching import HIST_INDEX
 from iat.models.registry import SourceBundle, load_bundle
 from iat.schema import Feature
 from iat.serving_package import ServingPackage, check_compatible, read_package, snapshot_store
@@ -121,8 +122,13 @@ def _with_click(clicks: ClickIndex, user: int, ts: int, item: int, category: int
 
 
 class ServingCore:
-    def __init__(self, package: ServingPackage, ranker: RankerBundle, source: SourceBundle, store_path: Path, max_parts: int = DEFAULT_MAX_PARTS):
+    def __init__(
+        self, package: ServingPackage, ranker: RankerBundle, source: SourceBundle, store_path: Path, max_parts: int = DEFAULT_MAX_PARTS, device: str = "cpu"
+    ):
         self.package, self.ranker, self.source, self.store_path = package, ranker, source, store_path
+        self.device = torch.device(device)
+        if isinstance(ranker.model, torch.nn.Module):
+            ranker.model.to(self.device)  # the ranker scores there; the source model encodes ingests on the CPU
         self.spec = ranker.spec
         self.schema = ranker.encoder.schema
         self.max_parts = max_parts
@@ -135,7 +141,7 @@ class ServingCore:
         self._view = self._make_view(store, ClickIndex.from_store(store), _stamp(store_path))
 
     @classmethod
-    def load(cls, package: str | Path, store: str | Path | None = None, max_parts: int = DEFAULT_MAX_PARTS) -> "ServingCore":
+    def load(cls, package: str | Path, store: str | Path | None = None, max_parts: int = DEFAULT_MAX_PARTS, device: str = "cpu") -> "ServingCore":
         """Load the package's ranker and source model, and open the live token store: ``store`` (seeded from the
         package's snapshot when it does not exist yet) or, by default, the package's own store, in place."""
         pkg = read_package(package)
@@ -147,7 +153,7 @@ class ServingCore:
                 store_path.rmdir()
             store_path.parent.mkdir(parents=True, exist_ok=True)
             snapshot_store(pkg.store_dir, store_path)
-        return cls(pkg, load_ranker(pkg.ranker_dir), load_bundle(pkg.source_dir), store_path, max_parts)
+        return cls(pkg, load_ranker(pkg.ranker_dir), load_bundle(pkg.source_dir), store_path, max_parts, device)
 
     # -- views ----------------------------------------------------------------------------------------
     def _make_view(self, store: TokenStore, clicks: ClickIndex, stamp: tuple[int, int, int]) -> _View:
@@ -234,32 +240,18 @@ class ServingCore:
             cols[name] = pd.Series(vals, dtype=object) if self.features[name].type == "categorical" else pd.to_numeric(pd.Series(vals, dtype=object))
         return pd.DataFrame(cols)
 
-    @staticmethod
-    def assemble(view: _View, frame: EncodedFrame) -> dict[str, torch.Tensor]:
-        """``HistoryAssembler.batch`` with each distinct (user, ts) fetched once and shared by its rows: a request's
-        candidates have one history (at 100 candidates, L=256 and a store of 41 parts: 2 ms instead of 53)."""
-        _, first, inverse = np.unique(np.stack([frame.user_id, frame.ts], axis=1), axis=0, return_index=True, return_inverse=True)
-        if len(first) == len(frame):
-            return view.assembler.batch(frame)
-        rows = frame_batch(frame)
-        expand = torch.from_numpy(inverse.reshape(-1))
-        # the assembler's own keys are the frame's plus the histories, which depend on (user, ts) alone
-        for k, v in view.assembler.batch(frame.take(first)).items():
-            rows.setdefault(k, v.index_select(0, expand))
-        return rows
-
     @torch.no_grad()
     def score_frame(self, df: pd.DataFrame) -> Scores:
         """Score rows that carry the schema's columns: the same encode -> assemble -> predict as evaluation."""
-        b = self.assemble(self.view(), self.ranker.encoder.transform(df))
-        out = self.ranker.model.predict(b)
-        n = len(df)
-        tokens = b["tok_mask"].sum(1).numpy() if self.spec.tokens is not None else np.zeros(n, np.int64)
-        clicks = b["seq_mask"].sum(1).numpy() if "seq_mask" in b else np.zeros(n, np.int64)
+        b = self.view().assembler.batch(self.ranker.encoder.transform(df))
+        out = {k: v.cpu() for k, v in self.ranker.model.predict(to_device(b, self.device)).items()}
+        n, index = len(df), b[HIST_INDEX]
+        tokens = b["tok_mask"].sum(1)[index].numpy() if self.spec.tokens is not None else np.zeros(n, np.int64)
+        clicks = b["seq_mask"].sum(1)[index].numpy() if "seq_mask" in b else np.zeros(n, np.int64)
         return Scores(out["p"].numpy().astype(np.float64), out["p_conv"].numpy().astype(np.float64), tokens, clicks)
 
     def score_queries(self, queries: Sequence[Mapping[str, Any]]) -> list[Scores]:
-        """Score several queries in one forward pass (what adaptive batching hands over); one Scores each."""
+        """Score several queries in one forward pass; one Scores each."""
         for i, q in enumerate(queries):
             self.check_query(q, (i,) if len(queries) > 1 else ())
         return self.score_frame(self.query_frame(queries)).split([len(q["candidates"]) for q in queries])

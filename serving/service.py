@@ -10,16 +10,18 @@ model that encodes new instances, and the token store - through ``iat.serving_co
 
 Endpoints: ``POST /rank``, ``POST /ingest``, ``POST /label``, ``POST /info``; BentoML's own ``/livez``
 (liveness), ``/readyz`` (readiness: ``__is_ready__``, true once the model and the store are loaded and the
-store is readable) and ``/metrics`` (Prometheus: BentoML's request counts / latencies / adaptive batch sizes,
+store is readable) and ``/metrics`` (Prometheus: BentoML's request counts and latencies,
 plus this service's ``iat_*`` metrics).
 
-Adaptive batching: ``/rank`` takes one request with nested candidates, which BentoML cannot batch as such (a
-batchable API takes and returns a list). So ``rank`` validates its request, then hands it to the batchable
-``score_batch`` API through the service's own client (``self.to_async``: an in-process ASGI call, no socket),
-where BentoML's dispatcher gathers the requests of concurrent callers into one list: the core scores all their
-candidates in a single forward pass and the results go back to each caller. The batch unit is a request
-(its candidates travel together); ``IAT_MAX_BATCH_REQUESTS`` (default 4) bounds requests per forward pass.
-Other environment: ``IAT_TORCH_THREADS`` (intra-op threads, default 1).
+Scoring: ``/rank`` validates its request and scores it in the calling API thread (``threads``, default 2), one
+request per forward pass. There is no adaptive batching: a request of 100 candidates x L=256 is already a big batch
+on a CPU (scoring 4 together cost more per request than one alone), and a dispatcher between ``/rank`` and the
+model was a second hop (1.8x the in-process latency) whose learned wait stayed long after a burst. The only queue
+is BentoML's admission: at most ``max_concurrency`` requests in flight, the rest answered 503 at once, and each
+waits at most ``timeout`` seconds. A body above ``IAT_MAX_BODY_BYTES`` (default 4 MiB) is refused with 413 before it
+is read whole (``serving.limits``).
+Other environment: ``IAT_TORCH_THREADS`` (intra-op threads, default 1), ``IAT_DEVICE`` (where the ranker scores:
+``cpu``, the default, or ``cuda``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from prometheus_client import Counter, Histogram
 from starlette.responses import JSONResponse
 
 from iat.serving_core import RequestError, ServingCore
+from serving.limits import BodySizeLimit, max_body_bytes
 from serving.api_models import (
     IngestResponse,
     Instance,
@@ -45,9 +48,6 @@ from serving.api_models import (
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PACKAGE = "package"
-# Requests per forward pass. On CPU a request of 100 candidates x L=256 is already a big batch: scoring 4 together
-# cost 12% more per request than one alone, 8 or more nearly 2x (memory-bound), so the cap stays small (bench/).
-MAX_BATCH_REQUESTS = int(os.environ.get("IAT_MAX_BATCH_REQUESTS", "4"))
 
 # prometheus_client directly (BentoML 1.4 deprecates bentoml.metrics): BentoML starts its workers with
 # PROMETHEUS_MULTIPROC_DIR set, so these land in the same /metrics output as BentoML's own.
@@ -70,23 +70,18 @@ def _error(e: RequestError) -> JSONResponse:
 @bentoml.service(
     name="iat-ranker",
     workers=1,  # one process owns the model and the writer side of the store; scale out with replicas
-    threads=2,  # score_batch and ingest / label may run side by side
-    traffic={"timeout": 30, "max_concurrency": 256},
-    # rank -> score_batch goes through the service's own client, an aiohttp session over an in-process ASGI
-    # connector. BentoML 1.4.39 replaces that session every 100 requests and closes the old one under requests
-    # still in flight on it, which then fail (bentoml/BentoML#5540, #5544; seen here as ~2% 500s at 8 clients).
-    # In-process there is no stale connection to guard against, so the session is kept for the process's life.
-    runner_connection={"max_requests": 2**31 - 1, "max_age": 1e12},
+    threads=2,  # two requests score side by side (one intra-op thread each); ingest / label share the pool
+    traffic={"timeout": 30, "max_concurrency": 64},
     metrics={"enabled": True, "namespace": "bentoml"},
 )
 class IATRanker:
     def __init__(self) -> None:
         import torch
 
-        # One intra-op thread by default: the service's parallelism is across requests (adaptive batches, two API
+        # One intra-op thread by default: the service's parallelism is across requests (two API
         # threads), and on a busy 2-core machine two intra-op threads scored a 100 x 256 batch 10x slower than one.
         torch.set_num_threads(int(os.environ.get("IAT_TORCH_THREADS", "1")))
-        self.core = ServingCore.load(package_path(), store=os.environ.get("IAT_TOKEN_STORE"))
+        self.core = ServingCore.load(package_path(), store=os.environ.get("IAT_TOKEN_STORE"), device=os.environ.get("IAT_DEVICE", "cpu"))
 
     def __is_ready__(self) -> bool:
         try:
@@ -96,42 +91,20 @@ class IATRanker:
         return True
 
     @bentoml.api(route="/rank")
-    async def rank(self, request: RankRequest, /) -> RankResponse:
-        if request.ts is None:
-            request = request.model_copy(update={"ts": int(time.time())})
+    def rank(self, request: RankRequest, /) -> RankResponse:
+        q = request.model_dump()
+        q["ts"] = int(time.time()) if q["ts"] is None else q["ts"]
         try:
-            self.core.check_query(request.model_dump())  # fail fast, before taking a place in a batch
+            (s,) = self.core.score_queries([q])
         except RequestError as e:
             return _error(e)  # type: ignore[return-value]
-        (out,) = await self.to_async.score_batch([request])  # type: ignore[attr-defined]  # set by BentoML at start-up
         _CANDIDATES.observe(len(request.candidates))
-        _HISTORY.observe(out["history_tokens"])
-        return RankResponse(user_id=request.user_id, ts=request.ts, **out)
-
-    @bentoml.api(route="/score_batch", batchable=True, max_batch_size=MAX_BATCH_REQUESTS, max_latency_ms=30_000)
-    def score_batch(self, requests: list[RankRequest]) -> list[dict[str, Any]]:
-        """The batch unit of ``/rank`` (call ``/rank`` instead): all valid requests of a batch are scored in one
-        forward pass; an invalid one gets ``{"error", "loc"}`` in its place and spoils nobody else's answer."""
-        queries = [r.model_dump() for r in requests]
-        errors: dict[int, RequestError] = {}
-        for i, q in enumerate(queries):
-            q["ts"] = int(time.time()) if q["ts"] is None else q["ts"]
-            try:
-                self.core.check_query(q)
-            except RequestError as e:
-                errors[i] = e
-        valid = [q for i, q in enumerate(queries) if i not in errors]
-        scored = iter(self.core.score_frame(self.core.query_frame(valid)).split([len(q["candidates"]) for q in valid]) if valid else [])
-        version = str(self.core.ranker.config["version"])
-        out: list[dict[str, Any]] = []
-        for i, q in enumerate(queries):
-            if i in errors:
-                out.append({"error": str(errors[i]), "loc": list(errors[i].loc)})
-                continue
-            s = next(scored)
-            scores = [{"item_id": c["item_id"], "p_ctr": float(p), "p_cvr": float(v)} for c, p, v in zip(q["candidates"], s.p_ctr, s.p_cvr)]
-            out.append({"model_version": version, "history_tokens": int(s.tokens[0]), "history_clicks": int(s.clicks[0]), "scores": scores})
-        return out
+        _HISTORY.observe(int(s.tokens[0]))
+        scores = [{"item_id": c["item_id"], "p_ctr": float(p), "p_cvr": float(v)} for c, p, v in zip(q["candidates"], s.p_ctr, s.p_cvr)]
+        return RankResponse(
+            user_id=request.user_id, ts=q["ts"], model_version=str(self.core.ranker.config["version"]),
+            history_tokens=int(s.tokens[0]), history_clicks=int(s.clicks[0]), scores=scores,
+        )  # fmt: skip
 
     @bentoml.api(route="/ingest")
     def ingest(self, instance: Instance, /) -> IngestResponse:
@@ -155,3 +128,6 @@ class IATRanker:
     def info(self) -> dict[str, Any]:
         """Which ranker, source model and store version this replica serves."""
         return self.core.info()
+
+
+IATRanker.add_asgi_middleware(BodySizeLimit, max_bytes=max_body_bytes())

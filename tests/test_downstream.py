@@ -9,7 +9,7 @@ from iat.data.split import add_split
 from iat.data.synthetic import generate
 from iat.downstream import DownstreamData, DownstreamSpec, load_ranker, save_ranker, train_downstream
 from iat.history import HistoryAssembler
-from iat.models.batching import RowBatches
+from iat.models.batching import HIST_INDEX, RowBatches
 from iat.models.registry import train_source
 from iat.tokens import TokenStore
 from iat.tokens.materialize import materialize
@@ -105,9 +105,12 @@ def test_product_histories_never_hold_the_request_or_later(setup):
         del stores["user_order"].fetch_before
     assert len(calls) == 1
     ts, r = calls[0]
+    index = b[HIST_INDEX].numpy()  # one fetch per distinct (user, ts): row i reads history index[i]
+    assert len(ts) == len(np.unique(np.stack([frame.user_id, frame.ts]), axis=1).T) < len(frame)  # sessions share
+    assert (ts[index] == frame.ts).all()
     assert (r.ts[r.mask] < np.broadcast_to(ts[:, None], r.mask.shape)[r.mask]).all()
-    own = r.instance_id == frame.instance_id[:, None]
-    assert not (own & r.mask).any(), "a request never sees its own instance"
+    own = r.instance_id[index] == frame.instance_id[:, None]
+    assert not (own & r.mask[index]).any(), "a request never sees its own instance"
     assert (b["seq_gap"][b["seq_mask"]] > 0).all()
 
 

@@ -11,6 +11,7 @@ from iat.data.split import add_split
 from iat.data.synthetic import generate
 from iat.downstream import DownstreamData, DownstreamSpec, load_ranker, save_ranker, train_downstream
 from iat.history import HistoryAssembler
+from iat.models.batching import expand_histories
 from iat.models.batching import RowBatches
 from iat.models.gbdt import GBDTRanker, stack_features
 from iat.models.registry import train_source
@@ -36,11 +37,12 @@ def _batch(data: DownstreamData, store: TokenStore | None, rows: np.ndarray, L: 
 
 
 def _test_features(data: DownstreamData, store: TokenStore | None, inputs: str, n: int):
-    """(model, rows, batch, features) of the first ``n`` test rows."""
+    """(model, rows, batch with a history per row, features) of the first ``n`` test rows; the features are
+    computed from the assembled batch (histories shared per (user, ts)), as training does."""
     model = GBDTRanker(data.encoder, {"inputs": inputs})
     rows = np.flatnonzero(data.split == "test")[:n]
     b = _batch(data, store, rows)
-    return model, rows, b, model.features(b)
+    return model, rows, expand_histories(b), model.features(b)
 
 
 def test_sequence_aggregates_count_the_clicked_items_before_the_request(setup):

@@ -307,3 +307,33 @@ def test_resume_after_a_crash_restores_codebooks_and_restarts_exactly(tmp_path) 
     resumed = run(train, tmp_path).state_dict()
     assert reference.keys() == resumed.keys()
     assert all(torch.equal(reference[k], resumed[k]) for k in reference), "resumed run must match bit for bit"
+
+
+@pytest.mark.parametrize("mixer", ["axial", "flat"])
+def test_sif_mixer_builds_each_history_once_exactly(trained, mixer: str) -> None:
+    """History rows shared by several requests (``HIST_INDEX``) score as if every request had its own copy."""
+    from iat.models.batching import HIST_INDEX, expand_histories
+    from iat.models.sif_mixer import SIFMixer
+
+    model, _, frames = trained
+    g = torch.Generator().manual_seed(0)
+    index = torch.tensor([1, 0, 1, 2, 2, 0, 1])
+    H, L = 3, 6
+    b = frame_batch(frames["test"].take(np.arange(len(index))))
+    mask = torch.rand(H, L, generator=g) > 0.3
+    mask[2] = False
+    b.update(
+        tok=torch.randint(0, model.V, (H, L, model.T, model.M), generator=g),
+        tok_mask=mask,
+        tok_gap=torch.randint(1, 20, (H, L), generator=g) * mask,
+        tok_click=torch.randint(1, 3, (H, L), generator=g) * mask,
+        tok_conv=torch.randint(1, 4, (H, L), generator=g) * mask,
+    )
+    b[HIST_INDEX] = index
+    torch.manual_seed(1)
+    mixer_model = SIFMixer(model, {"blocks": 2, "mixer": mixer}).eval()
+    with torch.no_grad():
+        got, ref = mixer_model(b), mixer_model(expand_histories(b))
+    assert got["click_logit"].shape == (len(index),)
+    torch.testing.assert_close(got["click_logit"], ref["click_logit"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(got["conv_logit"], ref["conv_logit"], rtol=0, atol=1e-5)

@@ -1,11 +1,15 @@
-"""Sequence modules compute only what is read, exactly: the query slot of the last Transformer / LONGER block and
-DIN's query term once per row give the numbers of the full computation (to float rounding)."""
+"""Sequence modules compute only what is read, exactly: the query slot of the last Transformer / LONGER block, DIN's
+query term once per row, a history's side once per history and the ranker's projected side-info tables give the
+numbers of the full computation (to float rounding). The full computation is ``bench/reference_compute.py``, the
+"before" of the speed benches."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from bench.reference_compute import _longer_full as _full_longer
+from bench.reference_compute import _transformer_full as _full_transformer
 from iat.models.seq import DIN, LongerPool, TransformerPool
 
 
@@ -16,24 +20,6 @@ def inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     mask = torch.rand(B, L, generator=g) > 0.3
     mask[0] = False  # a request without history
     return torch.randn(B, d, generator=g), torch.randn(B, L, d, generator=g), mask
-
-
-def _full_transformer(m: TransformerPool, q: torch.Tensor, s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    x = torch.cat([q.unsqueeze(1), s], dim=1)
-    pad = torch.cat([torch.zeros_like(mask[:, :1]), ~mask], dim=1)
-    for blk in m.blocks:
-        x = blk(x, key_pad=pad)  # every row's output, as a plain Transformer computes it
-    return m._fill_empty(m.ln(x[:, 0]), mask)
-
-
-def _full_longer(m: LongerPool, q: torch.Tensor, s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    x = torch.cat([q.unsqueeze(1), m.latents.unsqueeze(0).expand(len(q), -1, -1)], dim=1)
-    safe = mask.clone()
-    safe[:, -1] |= ~mask.any(dim=1)
-    x = m.cross(x, kv=s, key_pad=~safe)
-    for blk in m.self_blocks:
-        x = blk(x)
-    return m._fill_empty(m.ln(x[:, 0]), mask)
 
 
 @pytest.mark.parametrize("layers", [1, 2])
@@ -86,3 +72,71 @@ def test_label_attention_reads_the_labels_of_similar_past_instances():
     assert torch.isfinite(out).all()
     # without any history, a head answers its prior rate and a mass of 0
     assert empty[0, 0].item() == pytest.approx(0.5) and empty[0, 2:].abs().max() < 1e-6
+
+
+@pytest.fixture
+def shared() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """12 queries over 4 histories (a request's candidates share one), in no particular order."""
+    g = torch.Generator().manual_seed(1)
+    H, L, d = 4, 24, 32
+    mask = torch.rand(H, L, generator=g) > 0.3
+    mask[1] = False  # a history-less request
+    index = torch.tensor([2, 0, 0, 3, 1, 2, 2, 3, 0, 1, 3, 2])
+    return torch.randn(len(index), d, generator=g), torch.randn(H, L, d, generator=g), mask, index
+
+
+@pytest.mark.parametrize("kind, layers", [("din", 1), ("transformer", 1), ("transformer", 2), ("longer", 0), ("longer", 1), ("longer", 2)])
+def test_history_once_per_request_equals_a_history_per_query(shared, kind: str, layers: int):
+    """Computing the history side once per history and sharing it is exact: the same outputs and gradients as
+    copying the history to every query (what ranking 100 candidates did before)."""
+    from iat.models.seq import build_seq_module
+
+    q, s, mask, index = shared
+    torch.manual_seed(layers)
+    m = build_seq_module(kind, 32, layers).eval()
+    got, ref = m(q, s, mask, index), m(q, s[index], mask[index])
+    assert got.shape == (len(index), 32)
+    assert (got - ref).abs().max() < 1e-5 and ref.abs().mean() > 0.05
+    params = list(m.parameters())
+    g1, g2 = (torch.autograd.grad(out.square().sum(), params, allow_unused=True) for out in (m(q, s, mask, index), m(q, s[index], mask[index])))
+    for a, b in zip(g1, g2):
+        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-4)
+
+
+def test_label_attention_shares_its_keys_exactly(shared):
+    from iat.models.seq import LabelAttention
+
+    q, s, mask, index = shared
+    labels = (torch.rand(*mask.shape, 2, generator=torch.Generator().manual_seed(2)) > 0.5).float()
+    att = LabelAttention(32, heads=4, labels=2)
+    got, ref = att(q, s, mask, labels, index), att(q, s[index], mask[index], labels[index])
+    assert (got - ref).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("side_labels", [True, False])
+def test_projected_side_tables_equal_projecting_every_positions_side_info(side_labels: bool):
+    """The ranker projects its side-info tables once and sums their rows per position: the numbers (and gradients)
+    of looking up 64-d embeddings at every position, concatenating them with the adapter output and projecting."""
+    from bench.reference_compute import _tokens_concat
+    from iat.data.synthetic import generate
+    from iat.features import FeatureEncoder
+    from iat.models.ranker import Ranker
+
+    df, schema = generate(30, seed=0, progress=False)
+    enc = FeatureEncoder.fit(df, schema)
+    torch.manual_seed(0)
+    m = Ranker(enc, {"seq": "din", "iat": "din", "side_labels": side_labels})
+    cards = dict(zip(enc.cat_names, enc.cardinalities))
+    g = torch.Generator().manual_seed(3)
+    H, L = 5, 16
+    sizes = {"gap": 32, "hour": 25, "weekday": 8, "domain": cards["domain"], "item": cards["item_id"], "cat": cards[schema.category_column], "click": 3, "conv": 4}
+    b = {f"tok_{n}": torch.randint(0, k, (H, L), generator=g) for n, k in sizes.items()}
+    b["tok"] = torch.randn(H, L, 64, generator=g)
+    got, ref = m._instance_tokens(b), _tokens_concat(m, b)
+    for a, r in zip(got, ref):
+        assert a.shape == (H, L, 32) and (a - r).abs().max() < 1e-5
+    params = [m.side_item.weight, m.token_proj.weight, m.side_click.weight]
+    g1 = torch.autograd.grad(got[0].square().sum(), params, allow_unused=True)
+    g2 = torch.autograd.grad(ref[0].square().sum(), params, allow_unused=True)
+    for a, r in zip(g1, g2):
+        assert (a is None and r is None) or torch.allclose(a, r, atol=1e-4)

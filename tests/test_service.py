@@ -91,7 +91,7 @@ def test_health_readiness_and_metrics(svc):
     assert svc.client.get("/readyz").status_code == 200
     m = svc.client.get("/metrics")
     assert m.status_code == 200
-    for name in ("iat_ingested_instances_total", "iat_rank_candidates_bucket", "iat_history_tokens_bucket", "bentoml_request_total", "bentoml_service_adaptive_batch_size_bucket"):
+    for name in ("iat_ingested_instances_total", "iat_rank_candidates_bucket", "iat_history_tokens_bucket", "bentoml_request_total"):
         assert name in m.text, name
 
 
@@ -148,6 +148,35 @@ def test_malformed_requests_get_a_4xx_naming_the_field(b, svc, endpoint, body, f
 def test_wrong_method_and_route_are_4xx(svc):
     assert svc.client.get("/rank").status_code == 405
     assert svc.client.post("/nowhere", json={}).status_code == 404
+    assert svc.client.post("/score_batch", json=[]).status_code == 404  # no public batch route past /rank's checks
+
+
+def test_oversized_bodies_are_refused_with_413_before_they_are_read(b, svc):
+    """Above IAT_MAX_BODY_BYTES (default 4 MiB): 413 naming the limit, whether the size is declared or not."""
+    big = json.dumps({**_good(b), "context": {"device": "x" * (5 * 2**20)}}).encode()
+    r = svc.client.post("/rank", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "exceeds the limit of 4,194,304 bytes" in r.json()["error"]
+
+    def chunks():  # no Content-Length: the limit counts the bytes as they arrive
+        for i in range(0, len(big), 2**16):
+            yield big[i : i + 2**16]
+
+    r = svc.client.post("/rank", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "IAT_MAX_BODY_BYTES" in r.text
+    assert _rank(svc, _good(b))["history_tokens"] > 0  # and the next request is served
+
+
+def test_body_limit_setting_errors_are_clear(monkeypatch):
+    from serving.limits import DEFAULT_MAX_BODY_BYTES, max_body_bytes
+
+    monkeypatch.delenv("IAT_MAX_BODY_BYTES", raising=False)
+    assert max_body_bytes() == DEFAULT_MAX_BODY_BYTES
+    monkeypatch.setenv("IAT_MAX_BODY_BYTES", "65536")
+    assert max_body_bytes() == 65536
+    for bad, msg in (("4MB", "whole number of bytes"), ("10", "below the 1024")):
+        monkeypatch.setenv("IAT_MAX_BODY_BYTES", bad)
+        with pytest.raises(ValueError, match=msg):
+            max_body_bytes()
 
 
 def test_service_keeps_serving_after_bad_requests(b, svc):

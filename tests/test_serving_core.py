@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from iat.history import ClickIndex
+from iat.models.batching import HIST_INDEX, expand_histories
 from iat.serving_core import ConflictError, NotFoundError, RequestError, ServingCore, _with_click
 from iat.serving_package import read_package, snapshot_store, write_package
 from iat.tokens import SourceMismatchError, TokenStore
@@ -51,15 +52,24 @@ def test_batched_queries_score_as_single_ones(b, core):
         np.testing.assert_allclose(s.p_ctr, alone.p_ctr, atol=1e-6)
 
 
-def test_shared_history_equals_per_row_assembly(b, core):
-    """Candidates of one request share one fetched history; the batch equals HistoryAssembler's row by row."""
+def test_a_request_reads_one_history_and_scores_as_per_row_histories(b, core):
+    """Candidates of one request share one fetched history (one row per (user, ts)); each candidate's history
+    equals the one fetched for it alone, and the scores equal those of the batch with a history per row."""
     q = query_of(_test_rows(b, 1).iloc[0], b.schema, extra_items=b.df.iloc[:30])
     frame = b.ranker.encoder.transform(core.query_frame([q]))
     view = core.view()
-    shared, per_row = core.assemble(view, frame), view.assembler.batch(frame)
-    assert shared.keys() == per_row.keys() and "tok" in shared
-    for k in shared:
-        assert torch.equal(shared[k].nan_to_num(-9), per_row[k].nan_to_num(-9)), k  # conversion is NaN: no label
+    shared = view.assembler.batch(frame)
+    assert shared["tok"].shape[0] == 1 and shared[HIST_INDEX].tolist() == [0] * len(frame) > []
+    alone = view.assembler.histories(frame.user_id, frame.ts)  # one fetch per row
+    per_row = expand_histories(shared)
+    assert HIST_INDEX not in per_row and set(alone) <= set(per_row) and "tok" in alone
+    for k, v in alone.items():
+        assert torch.equal(per_row[k].nan_to_num(-9), v.nan_to_num(-9)), k  # conversion is NaN: no label
+    model = b.ranker.model.eval()
+    got, ref = model.predict(shared), model.predict(per_row)
+    assert shared["tok_mask"].sum() > 0
+    torch.testing.assert_close(got["p"], ref["p"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(got["p_conv"], ref["p_conv"], rtol=0, atol=1e-6)
 
 
 def test_missing_features_are_oov_and_zero(b, core):

@@ -435,3 +435,17 @@ def test_unknown_user_and_scalar_ts(tmp_path: Path) -> None:
         store.fetch_before([1], [1], 0)
     with pytest.raises(ValueError, match="ts must be one value or one per request"):
         store.fetch_before([1, 2], [1, 2, 3], 4)
+
+
+def test_decode_gives_numpys_float32_values_bit_for_bit():
+    """fetch decodes through torch (faster); the values are exactly numpy's conversion's."""
+    from iat.tokens.codecs import decode
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 16)).astype(np.float16)
+    assert np.array_equal(decode(x, "fp16", None), x.astype(np.float32)) and decode(x, "fp16", None).dtype == np.float32
+    q = rng.integers(-127, 128, (300, 16)).astype(np.int8)
+    scale = rng.uniform(0.001, 0.1, 16).astype(np.float32)
+    assert np.array_equal(decode(q, "int8", scale), np.multiply(q, scale, dtype=np.float32))
+    codes = rng.integers(0, 256, (5, 4, 3)).astype(np.uint8)
+    assert decode(codes, "uint8", None) is codes

@@ -14,6 +14,7 @@ from iat.data.split import add_split
 from iat.downstream import DownstreamData
 from iat.history import HistoryAssembler
 from iat.metrics import mean_ci
+from iat.models.batching import expand_histories
 from iat.models.ranker import Ranker
 from iat.tokens.materialize import materialize
 from iat.tokens.store import TokenStore
@@ -129,7 +130,7 @@ def test_cross_domain_fetch_reads_only_earlier_source_domain_instances(log, cros
     # the downstream ranker of mall reads exactly those tokens through its HistoryAssembler
     data = DownstreamData.prepare(mall, schema)
     frame = data.encoder.transform(req)
-    b = HistoryAssembler(data.encoder, store, data.clicks, L=L, base_L=L).batch(frame)
+    b = expand_histories(HistoryAssembler(data.encoder, store, data.clicks, L=L, base_L=L).batch(frame))
     assert torch.equal(b["tok_mask"], torch.from_numpy(h.mask))
     np.testing.assert_allclose(b["tok"].numpy(), h.tokens, rtol=0, atol=0)
 

@@ -5,6 +5,10 @@ temporal training order (no shuffling at all). ``order="shuffle"``: a fresh perm
 generator seeded by (seed, epoch) - never from the global RNGs, so ``iat.train.fit`` can replay an epoch on resume.
 A batch is a dict of tensors named like the ``EncodedFrame`` arrays: cat, num, num_bucket, click, conversion,
 user_id, item_id, ts, instance_id, domain.
+
+Downstream batches (``iat.history.HistoryAssembler``) add the user's histories, which depend on (user, request ts)
+alone: those tensors hold one row per distinct (user, ts) of the batch and ``HIST_INDEX`` maps each row to its
+history, so a request's candidates (or a session's rows) share one history and models compute on it once.
 """
 
 from __future__ import annotations
@@ -18,6 +22,22 @@ import torch
 from iat.features import EncodedFrame
 
 ORDERS = ("time", "shuffle")
+HIST_INDEX = "hist_index"
+# What HistoryAssembler adds: the base behaviour sequence and the instance-token sequence with its side info.
+HISTORY_KEYS = ("seq_item", "seq_cat", "seq_gap", "seq_mask", "tok", "tok_mask", "tok_click", "tok_conv", "tok_gap", "tok_hour", "tok_weekday", "tok_domain", "tok_item", "tok_cat")
+
+
+def gather_rows(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    """Per-history ``x`` [H, ...] -> per-row [B, ...] (``index`` None: one history per row already)."""
+    return x if index is None else x.index_select(0, index)
+
+
+def expand_histories(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same batch with one history row per row (no ``HIST_INDEX``): for readers that want rows aligned."""
+    index = b.get(HIST_INDEX)
+    if index is None:
+        return b
+    return {k: gather_rows(v, index) if k in HISTORY_KEYS else v for k, v in b.items() if k != HIST_INDEX}
 
 
 def frame_batch(frame: EncodedFrame) -> dict[str, torch.Tensor]:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from iat.features import FeatureEncoder
+from iat.models.batching import HIST_INDEX, expand_histories
 
 GBDT_INPUTS = ("base", "seq", "tokens")
 GBDT_DEFAULTS: dict[str, Any] = {
@@ -109,9 +110,10 @@ class GBDTRanker:
         """[B, n_features] float32 of one assembled batch (``HistoryAssembler.batch``)."""
         parts = [b["cat"].numpy().astype(np.float32), b["num"].numpy()]
         if self.inputs in ("seq", "tokens"):
-            parts.append(self._seq_aggregates(b))
+            parts.append(self._seq_aggregates(expand_histories(b)))  # these compare each row's target with its history
         if self.reads_tokens:
-            parts.append(self._token_pools(b))
+            index = b[HIST_INDEX].numpy() if HIST_INDEX in b else slice(None)
+            parts.append(self._token_pools(b)[index])  # the history alone: once per history
         return np.concatenate(parts, axis=1).astype(np.float32)
 
     def _seq_aggregates(self, b: dict[str, torch.Tensor]) -> np.ndarray:

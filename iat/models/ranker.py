@@ -12,10 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from iat.features import FeatureEncoder
 from iat.history import N_GAP_BUCKETS
+from iat.models.batching import HIST_INDEX
 from iat.models.layers import FieldEmbedding, mlp
 from iat.models.seq import LabelAttention, build_seq_module
 from iat.models.source import click_conversion_loss
@@ -37,6 +39,12 @@ DEFAULTS: dict[str, Any] = {
     "dropout": 0.0,  # after each hidden layer of the interaction MLP
     "cvr_weight": 1.0,
 }
+
+
+# Side info of an instance token (embedding tables side_<name>, batch keys tok_<name>); the labels apart, because
+# the label-attention readout reads tokens without them.
+SIDE_INFO = ("gap", "hour", "weekday", "domain", "item", "cat")
+SIDE_LABELS = ("click", "conv")
 
 
 class Ranker(nn.Module):
@@ -106,16 +114,24 @@ class Ranker(nn.Module):
         return torch.cat(parts, dim=-1)
 
     def _instance_tokens(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(InsTokens with side info, the same without the label side info) [B, L, d_iat]."""
-        side = self.side_gap(b["tok_gap"]) + self.side_hour(b["tok_hour"]) + self.side_weekday(b["tok_weekday"])
-        side = side + self.side_domain(b["tok_domain"]) + self.side_item(b["tok_item"]) + self.side_cat(b["tok_cat"])
+        """(InsTokens with side info, the same without the label side info) [H, L, d_iat].
+
+        token_proj is linear, so its side-info columns are applied to the (small) embedding tables instead of to
+        every position: each position then sums its rows of the projected tables in one ``embedding_bag`` (the
+        numbers of concatenating the looked-up embeddings and projecting them, with a fraction of the work)."""
         tok = b["tok"] if self.config["token_input"] else torch.zeros_like(b["tok"])
-        content = self.token_proj(torch.cat([self.adapter(tok), side], dim=-1))
+        content = F.linear(self.adapter(tok), self.token_proj.weight[:, :64], self.token_proj.bias) + self._side(b, SIDE_INFO)
         if not self.config["side_labels"]:
             return content, content
-        # token_proj is linear in the side info: the labels' part adds on (their side columns of the weight)
-        labels = self.side_click(b["tok_click"]) + self.side_conv(b["tok_conv"])
-        return content + labels @ self.token_proj.weight[:, -labels.shape[-1] :].T, content
+        return content + self._side(b, SIDE_LABELS), content
+
+    def _side(self, b: dict[str, torch.Tensor], names: tuple[str, ...]) -> torch.Tensor:
+        """Sum over ``names`` of side_<name>(b["tok_<name>"]), projected by token_proj's side columns: [H, L, d_iat]."""
+        tables = [getattr(self, f"side_{n}").weight for n in names]
+        projected = torch.cat(tables) @ self.token_proj.weight[:, 64:].T
+        offsets = torch.tensor([0, *[len(t) for t in tables[:-1]]], device=projected.device).cumsum(0)
+        idx = torch.stack([b[f"tok_{n}"] for n in names], dim=-1) + offsets
+        return F.embedding_bag(idx.view(-1, len(names)), projected, mode="sum").view(*idx.shape[:-1], -1)
 
     @staticmethod
     def _token_labels(b: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -123,20 +139,23 @@ class Ranker(nn.Module):
         return torch.stack([(b["tok_click"] == 2), (b["tok_conv"] == 3)], dim=-1).to(b["tok"].dtype if b["tok"].is_floating_point() else torch.float32)
 
     def forward(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Row features are per row; the histories per distinct (user, ts), which rows read through ``HIST_INDEX``:
+        their embeddings, adapter and projections run once per history (``iat.models.batching``)."""
+        index = b.get(HIST_INDEX)
         fields = self.fe(b["cat"], b["num"], b["num_bucket"])
         target = self._target_item(fields)
         x = [fields.flatten(1)]
         if self.use_seq:
             seq = self.seq_item(b["seq_item"]) + self.seq_cat(b["seq_cat"]) + self.seq_gap(b["seq_gap"])
-            x.append(self.seq_module(self.seq_query(target), seq, b["seq_mask"]))
+            x.append(self.seq_module(self.seq_query(target), seq, b["seq_mask"], index))
         iat_out = None
         if self.use_iat:
             q_in = torch.cat(x, dim=-1) if self.config["query"] == "compressed" else target
             query = self.iat_query(q_in)
             tokens, content = self._instance_tokens(b)
-            iat_out = self.iat_module(query, tokens, b["tok_mask"])
+            iat_out = self.iat_module(query, tokens, b["tok_mask"], index)
             if self.label_att is not None:
-                iat_out = torch.cat([iat_out, self.label_att(query, content, b["tok_mask"], self._token_labels(b))], dim=-1)
+                iat_out = torch.cat([iat_out, self.label_att(query, content, b["tok_mask"], self._token_labels(b), index)], dim=-1)
             if self.config["iat_position"] == "before":
                 x.append(iat_out)
         h = self.interaction(torch.cat(x, dim=-1))

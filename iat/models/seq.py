@@ -1,13 +1,19 @@
 """Sequence modules that pool a (query, sequence) pair into one vector: DIN, Transformer, LONGER-style.
 
-All take ``query`` [B, d], ``seq`` [B, L, d] and ``mask`` [B, L] (True = real position) and return [B, d].
-A row whose mask is all False (no history) gets a learned "empty history" vector instead of NaNs.
+All take ``query`` [B, d], ``seq`` [H, L, d], ``mask`` [H, L] (True = real position) and ``index`` [B] (the
+history row of each query; None: H = B, one each) and return [B, d]. Whatever depends on the history alone (DIN's
+history term, attention keys and values, LONGER's latents) is computed once per history, then shared by the
+queries that read it: a request's candidates at serving time, a session's rows in training. A row whose mask is
+all False (no history) gets a learned "empty history" vector instead of NaNs.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from iat.models.batching import gather_rows
 
 SEQ_MODULES: tuple[str, ...] = ("din", "transformer", "longer")
 
@@ -29,22 +35,23 @@ class DIN(_EmptyAware):
         super().__init__(d)
         self.att = nn.Sequential(nn.Linear(4 * d, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
-    def scores(self, query: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
+    def scores(self, query: torch.Tensor, seq: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """[B, L] attention logits. The first layer reads [q, s, q - s, q * s]; split into its query, history and
-        product terms (W_q + W_d) q + (W_s - W_d) s + W_p (q * s), the query term runs once per row, not per
-        position: the same numbers as the concatenation, with half its multiply-adds."""
+        product terms (W_q + W_d) q + (W_s - W_d) s + W_p (q * s), the query term runs once per query, the history
+        term once per history, and only the product once per (query, position): the numbers of the concatenation."""
         first, rest = self.att[0], self.att[1:]
         d = seq.shape[-1]
         w_q, w_s, w_d, w_p = first.weight.split(d, dim=1)
-        h = seq @ (w_s - w_d).T + (query.unsqueeze(1) * seq) @ w_p.T + (query @ (w_q + w_d).T + first.bias).unsqueeze(1)
+        rows = gather_rows(seq, index)
+        h = gather_rows(seq @ (w_s - w_d).T, index) + (query.unsqueeze(1) * rows) @ w_p.T + (query @ (w_q + w_d).T + first.bias).unsqueeze(1)
         return rest(h).squeeze(-1)
 
-    def forward(self, query: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        w = self.scores(query, seq)
+    def forward(self, query: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        mask_q = gather_rows(mask, index)
         # DIN keeps weights unnormalised (sigmoid) so the pooled norm carries how much history matched.
-        w = torch.sigmoid(w) * mask
-        out = (w.unsqueeze(-1) * seq).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-        return self._fill_empty(out, mask)
+        w = torch.sigmoid(self.scores(query, seq, index)) * mask_q
+        out = torch.bmm(w.unsqueeze(1), gather_rows(seq, index)).squeeze(1) / mask_q.sum(1, keepdim=True).clamp(min=1)
+        return self._fill_empty(out, mask_q)
 
 
 class _PreLNBlock(nn.Module):
@@ -64,6 +71,39 @@ class _PreLNBlock(nn.Module):
         x = x + self.attn(h, src, src, key_padding_mask=key_pad, need_weights=False)[0]
         return x + self.ffn(self.ln2(x))
 
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, R, d] -> [N, heads, R, d / heads]."""
+        N, R, d = x.shape
+        return x.view(N, R, self.attn.num_heads, d // self.attn.num_heads).transpose(1, 2)
+
+    def keys_values(self, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attention keys and values of rows ``kv`` [H, L, d] (normalised, projected, per head), for ``attend``."""
+        _, w_k, w_v = self.attn.in_proj_weight.chunk(3)
+        _, b_k, b_v = self.attn.in_proj_bias.chunk(3)
+        src = self.ln1(kv)
+        return self._heads(F.linear(src, w_k, b_k)), self._heads(F.linear(src, w_v, b_v))
+
+    def attend(
+        self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], key_pad: torch.Tensor, index: torch.Tensor | None = None, self_keys: bool = False
+    ) -> torch.Tensor:
+        """``forward`` for rows ``x`` [B, R, d] over the ``keys_values`` of H histories, row b reading history
+        ``index[b]`` (``key_pad`` [H, L]), and over its own R rows as well if ``self_keys``: the keys and values are
+        computed once per history, not once per query (the same numbers as ``forward``, as MultiheadAttention)."""
+        B, R, d = x.shape
+        w_q, w_k, w_v = self.attn.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = self.attn.in_proj_bias.chunk(3)
+        h = self.ln1(x)
+        k, v = (gather_rows(t, index) for t in kv)
+        keep = gather_rows(~key_pad, index)[:, None, None, :]
+        if self_keys:
+            k = torch.cat([self._heads(F.linear(h, w_k, b_k)), k], dim=2)
+            v = torch.cat([self._heads(F.linear(h, w_v, b_v)), v], dim=2)
+            keep = torch.cat([keep.new_ones(B, 1, 1, R), keep], dim=-1)
+        drop = self.attn.dropout if self.training else 0.0
+        o = F.scaled_dot_product_attention(self._heads(F.linear(h, w_q, b_q)), k, v, attn_mask=keep, dropout_p=drop)
+        x = x + self.attn.out_proj(o.transpose(1, 2).reshape(B, R, d))
+        return x + self.ffn(self.ln2(x))
+
 
 class TransformerPool(_EmptyAware):
     """Self-attention over [query; sequence]; the query slot's output is the pooled vector."""
@@ -73,13 +113,19 @@ class TransformerPool(_EmptyAware):
         self.blocks = nn.ModuleList([_PreLNBlock(d, heads, 2 * d) for _ in range(layers)])
         self.ln = nn.LayerNorm(d)
 
-    def forward(self, query: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([query.unsqueeze(1), seq], dim=1)
-        pad = torch.cat([torch.zeros_like(mask[:, :1]), ~mask], dim=1)  # the query slot is never padding
-        # Only the query slot's output is read: the last block computes that one row (the others are keys only).
-        for i, blk in enumerate(self.blocks):
-            x = blk(x, key_pad=pad, rows=1 if i == len(self.blocks) - 1 else None)
-        return self._fill_empty(self.ln(x[:, 0]), mask)
+    def forward(self, query: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        if len(self.blocks) > 1:  # earlier blocks mix the query into every history row: one history per query
+            seq, mask, index = gather_rows(seq, index), gather_rows(mask, index), None
+            x = torch.cat([query.unsqueeze(1), seq], dim=1)
+            pad = torch.cat([torch.zeros_like(mask[:, :1]), ~mask], dim=1)  # the query slot is never padding
+            for blk in self.blocks[:-1]:
+                x = blk(x, key_pad=pad)
+            query, seq = x[:, 0], x[:, 1:]
+        # Only the query slot's output is read: the last block computes that one row, over its own key and the
+        # history's keys (those once per history).
+        last = self.blocks[-1]
+        out = last.attend(query.unsqueeze(1), last.keys_values(seq), ~mask, index, self_keys=True)[:, 0]
+        return self._fill_empty(self.ln(out), gather_rows(mask, index))
 
 
 class LongerPool(_EmptyAware):
@@ -93,16 +139,18 @@ class LongerPool(_EmptyAware):
         self.self_blocks = nn.ModuleList([_PreLNBlock(d, heads, 2 * d) for _ in range(layers)])
         self.ln = nn.LayerNorm(d)
 
-    def forward(self, query: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        B = query.shape[0]
-        q = torch.cat([query.unsqueeze(1), self.latents.unsqueeze(0).expand(B, -1, -1)], dim=1)
+    def forward(self, query: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         # Padding everywhere would make attention NaN: let empty rows attend to one dummy slot, then replace.
         safe = mask.clone()
         safe[:, -1] |= ~mask.any(dim=1)
-        x = self.cross(q, kv=seq, key_pad=~safe, rows=None if self.self_blocks else 1)
+        kv = self.cross.keys_values(seq)
+        x = self.cross.attend(query.unsqueeze(1), kv, ~safe, index)
+        if self.self_blocks:  # the latents' cross-attention reads the history alone: once per history
+            latents = self.cross.attend(self.latents.unsqueeze(0).expand(len(seq), -1, -1), kv, ~safe)
+            x = torch.cat([x, gather_rows(latents, index)], dim=1)
         for i, blk in enumerate(self.self_blocks):  # the last block computes only the query slot's output
             x = blk(x, rows=1 if i == len(self.self_blocks) - 1 else None)
-        return self._fill_empty(self.ln(x[:, 0]), mask)
+        return self._fill_empty(self.ln(x[:, 0]), gather_rows(mask, index))
 
 
 class LabelAttention(nn.Module):
@@ -124,12 +172,14 @@ class LabelAttention(nn.Module):
         self.prior_rate = nn.Parameter(torch.zeros(heads, labels))  # logits
         self.out_dim = heads * (labels + 1)
 
-    def forward(self, query: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """query [B, d], seq [B, L, d], mask [B, L], labels [B, L, labels] in [0, 1] -> [B, out_dim]."""
-        B, L, d = seq.shape
-        H, dh = self.heads, d // self.heads
+    def forward(self, query: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """query [B, d], seq [N, L, d], mask [N, L], labels [N, L, labels] in [0, 1] (N histories, ``index`` as in
+        the pools) -> [B, out_dim]."""
+        _, L, d = seq.shape
+        B, H, dh = len(query), self.heads, d // self.heads
         q = self.q(query).view(B, H, 1, dh)
-        k = self.k(seq).view(B, L, H, dh).transpose(1, 2)
+        k = gather_rows(self.k(seq), index).view(B, L, H, dh).transpose(1, 2)  # keys once per history
+        mask, labels = gather_rows(mask, index), gather_rows(labels, index)
         s = ((q * k).sum(-1) / dh**0.5).masked_fill(~mask.unsqueeze(1), float("-inf"))  # [B, H, L]
         prior = self.prior_score.view(1, H, 1).expand(B, H, 1)
         a = torch.softmax(torch.cat([prior, s], dim=-1), dim=-1)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from iat.history import N_GAP_BUCKETS
+from iat.models.batching import HIST_INDEX, gather_rows
 from iat.models.hgaq import HGAQTokenizer
 from iat.models.layers import mlp
 from iat.models.seq import _PreLNBlock
@@ -48,8 +49,16 @@ class _AxialBlock(nn.Module):
         self.col = _PreLNBlock(d, heads, 4 * d)
 
     def forward(self, x: torch.Tensor, row_pad: torch.Tensor) -> torch.Tensor:
+        return self.mix_columns(self.mix_rows(x), row_pad)
+
+    def mix_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """Token-level attention: each row [.., R, T, d] on its own."""
+        *lead, T, d = x.shape
+        return self.row(x.reshape(-1, T, d)).reshape(*lead, T, d)
+
+    def mix_columns(self, x: torch.Tensor, row_pad: torch.Tensor) -> torch.Tensor:
+        """Sample-level attention within each column (across rows), then the FFN."""
         B, R, T, d = x.shape
-        x = self.row(x.reshape(B * R, T, d)).reshape(B, R, T, d)
         cols = x.permute(0, 2, 1, 3).reshape(B * T, R, d)
         pad = row_pad.unsqueeze(1).expand(B, T, R).reshape(B * T, R)
         cols = self.col(cols, key_pad=pad)
@@ -97,23 +106,30 @@ class SIFMixer(nn.Module):
         return self.codebook[t, m, codes.long()].sum(dim=-2)
 
     def forward(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        codes, mask = b["tok"], b["tok_mask"]
-        B, L = mask.shape
+        """History rows are built (and, axially, row-mixed by the first block) once per distinct (user, ts) of the
+        batch (``HIST_INDEX``), then every request's target row joins its history's rows."""
+        codes, mask, index = b["tok"], b["tok_mask"], b.get(HIST_INDEX)
+        L = mask.shape[1]
         if L > self.config["max_len"]:
             raise ValueError(f"SIFMixer: history length {L} exceeds max_len {self.config['max_len']}")
-        hist = self.cell_in(self._lookup(codes))  # [B, L, T, d]
+        hist = self.cell_in(self._lookup(codes))  # [H, L, T, d]
         row_extra = self.pos(torch.arange(1, L + 1, device=mask.device)).unsqueeze(0) + self.gap(b["tok_gap"])
         if self.config["side_labels"]:
             row_extra = row_extra + self.side_click(b["tok_click"]) + self.side_conv(b["tok_conv"])
         hist = hist + row_extra.unsqueeze(2) + self.slot
         h_target = self.tokenizer.project(b)  # [B, T, d_0] continuous (W_res f)
-        target = self.cell_in(h_target) + self.slot + self.target_flag + self.pos.weight[0]
-        x = torch.cat([target.unsqueeze(1), hist], dim=1)  # [B, L+1, T, d]
+        target = (self.cell_in(h_target) + self.slot + self.target_flag + self.pos.weight[0]).unsqueeze(1)
+        mask = gather_rows(mask, index)
+        B = len(mask)
         row_pad = torch.cat([torch.zeros_like(mask[:, :1]), ~mask], dim=1)
         if self.config["mixer"] == "axial":
-            for blk in self.blocks:
+            first, *rest = self.blocks
+            x = torch.cat([first.mix_rows(target), gather_rows(first.mix_rows(hist), index)], dim=1)  # [B, L+1, T, d]
+            x = first.mix_columns(x, row_pad)
+            for blk in rest:
                 x = blk(x, row_pad)
         else:
+            x = torch.cat([target, gather_rows(hist, index)], dim=1)
             T, d = x.shape[2], x.shape[3]
             flat, pad = x.reshape(B, -1, d), row_pad.unsqueeze(-1).expand(B, L + 1, T).reshape(B, -1)
             for blk in self.blocks:
