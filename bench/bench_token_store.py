@@ -9,9 +9,9 @@ returns (tokens decoded to float32, or uint8 codes, plus mask and side info; "un
 stored fp16 / int8 values for decoding on the device). In the same run, two plain
 numpy copies of exactly that many bytes give the ceiling: a row gather (np.take of the same number of rows of
 the same width from an in-memory array) and a contiguous memcpy. Ratios are fetch GB/s / ceiling GB/s.
-Decode: for fp16 and int8, numpy's conversion of the fetched values to float32 against the torch one that fetch
-uses (``iat.tokens.codecs.decode``), and each as a share of fetch + decode. Bytes per instance compare the store
-with the raw feature row of the synthetic log it replaces.
+Decode: for fp16 and int8, numpy's conversion of the fetched values to float32 against the one fetch uses
+(``iat.tokens.codecs.decode``: torch for fp16, numpy's for int8), and each as a share of fetch + decode.
+Bytes per instance compare the store with the raw feature row of the synthetic log it replaces.
 """
 
 from __future__ import annotations
@@ -178,8 +178,8 @@ def main() -> None:
         print(f"| {name} | {parts} | {t * 1e3:.0f} | {slots / t / 1e6:.2f}M | {slots * fill / t / 1e6:.2f}M | {fill:.2f} "
               f"| {gbs:.2f} | {g_gather:.2f} | {g_copy:.2f} | {gbs / g_gather:.2f} | {gbs / g_copy:.2f} |")
 
-    print(f"\n## Decode of the fetched tokens to float32 ({slots:,} slots x D={D}): numpy's conversion vs the torch one fetch uses\n")
-    print("| stored | fetch undecoded ms | numpy decode ms | torch decode ms | numpy / torch | decode share of fetch: numpy | torch |")
+    print(f"\n## Decode of the fetched tokens to float32 ({slots:,} slots x D={D}): numpy's conversion vs fetch's (decode)\n")
+    print("| stored | fetch undecoded ms | numpy decode ms | decode() ms | numpy / decode() | decode share of fetch: numpy | decode() |")
     print("|---|---|---|---|---|---|---|")
     for dtype, f, n, tt in decode_rows:
         print(f"| {dtype} | {f * 1e3:.0f} | {n * 1e3:.0f} | {tt * 1e3:.0f} | {n / tt:.2f}x | {n / (f + n):.0%} | {tt / (f + tt):.0%} |")

@@ -84,11 +84,11 @@ def encode(x: np.ndarray, dtype: str, scale: np.ndarray | None) -> tuple[np.ndar
 def decode(stored: np.ndarray, dtype: str, scale: np.ndarray | None) -> np.ndarray:
     """Gathered stored tokens -> float32 (dense) or uint8 codes unchanged.
 
-    The conversion runs in torch (vectorised fp16 -> fp32, 3-4x numpy's astype on this machine, bench_token_store),
-    into memory numpy then shares: the same values as numpy's conversion, bit for bit."""
+    fp16 converts in torch (vectorised: 1.7x numpy's astype at 67M values, 3.6x at 4M; bench_token_store), into
+    memory numpy then shares; int8 stays numpy's one-pass multiply (torch's int8 -> float took 1.6x longer). The
+    values are numpy's conversion's, bit for bit."""
     if dtype == "uint8" or dtype == "fp32":
         return stored
-    out = torch.from_numpy(np.ascontiguousarray(stored)).to(torch.float32)
-    if dtype == "int8":
-        out.mul_(torch.as_tensor(scale, dtype=torch.float32))
-    return out.numpy()
+    if dtype == "fp16":
+        return torch.from_numpy(np.ascontiguousarray(stored)).to(torch.float32).numpy()
+    return np.multiply(stored, scale, dtype=np.float32)
