@@ -36,6 +36,32 @@ SPLIT_COLUMN = "split"
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 
 
+# A ts is seconds since the epoch. Where a schema declares no range, a ts must still lie in [0, 2100-01-01): beyond it
+# a value is in milliseconds or microseconds (a 1000x time axis), below it not a time at all. The service holds live
+# requests to the same bound.
+DEFAULT_TS_MIN = 0
+DEFAULT_TS_MAX = 4_102_444_800
+
+# The label contract, one rule per field; validation (quality.suite), the file loader's checks and /ingest
+# (iat.serving_core) state and enforce the same rules.
+LABEL_RULES: dict[str, str] = {
+    "click": "'click' is 0 or 1",
+    "conversion": "'conversion' is 0 or 1 on a clicked row (click = 1) and null on every other row",
+    "conversion_ts": "'conversion_ts' is set only with a conversion label, and is not before 'ts'",
+}
+
+
+def label_problem(click: Any, conversion: Any, conversion_ts: Any, ts: int) -> tuple[str, str] | None:
+    """(field, rule) of the first label rule one instance breaks, or None; nulls are None."""
+    if click not in (0, 1):
+        return "click", LABEL_RULES["click"]
+    if conversion is not None and (click != 1 or conversion not in (0, 1)):
+        return "conversion", LABEL_RULES["conversion"]
+    if conversion_ts is not None and (conversion is None or conversion_ts < ts):
+        return "conversion_ts", LABEL_RULES["conversion_ts"]
+    return None
+
+
 class SchemaError(ValueError):
     """A schema YAML, or a log checked against it, breaks the contract."""
 
@@ -77,8 +103,17 @@ class Schema:
             raise SchemaError(f"features may not use reserved column names: {clash}")
         if self.category_column is not None and self.category_column not in names:
             raise SchemaError(f"category_column '{self.category_column}' is not a declared feature")
-        if self.ts_min is not None and self.ts_max is not None and self.ts_min > self.ts_max:
-            raise SchemaError(f"ts_min {self.ts_min} is after ts_max {self.ts_max}")
+        lo, hi = self.ts_range
+        if lo > hi:
+            raise SchemaError(f"ts_min {lo} is after ts_max {hi}")
+        for key, v in (("ts_min", self.ts_min), ("ts_max", self.ts_max)):
+            if v is not None and not DEFAULT_TS_MIN <= v <= DEFAULT_TS_MAX:
+                raise SchemaError(f"{key} {v} is not a time in seconds between {DEFAULT_TS_MIN} and {DEFAULT_TS_MAX} (2100-01-01)")
+
+    @property
+    def ts_range(self) -> tuple[int, int]:
+        """The range every ts must lie in: the declared one, or by default [DEFAULT_TS_MIN, DEFAULT_TS_MAX]."""
+        return (DEFAULT_TS_MIN if self.ts_min is None else self.ts_min, DEFAULT_TS_MAX if self.ts_max is None else self.ts_max)
 
     # -- views ---------------------------------------------------------------------------------
     @property
@@ -127,11 +162,11 @@ class Schema:
         return cls(
             name=str(d.get("name", "unnamed")),
             features=tuple(feats),
-            ts_min=None if d.get("ts_min") is None else int(d["ts_min"]),
-            ts_max=None if d.get("ts_max") is None else int(d["ts_max"]),
+            ts_min=_optional_int(d, "ts_min"),
+            ts_max=_optional_int(d, "ts_max"),
             category_column=d.get("category_column"),
             description=str(d.get("description", "")),
-            extra=dict(d.get("extra") or {}),
+            extra=_mapping(d, "extra"),
         )
 
     def to_yaml(self, path: str | Path) -> None:
@@ -145,5 +180,31 @@ class Schema:
         try:
             d = yaml.safe_load(p.read_text())
         except yaml.YAMLError as e:
-            raise SchemaError(f"schema file {p} is not valid YAML: {e}") from e
-        return cls.from_dict(d)
+            raise SchemaError(f"schema file {p} is not valid YAML: {yaml_problem(e)}") from None
+        try:
+            return cls.from_dict(d)
+        except SchemaError as e:
+            raise SchemaError(f"schema file {p}: {e}") from None
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error in one line: where, and what."""
+    mark = getattr(e, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + " ".join(str(getattr(e, "problem", None) or e).split())
+
+
+def _mapping(d: dict[str, Any], key: str) -> dict[str, Any]:
+    v = d.get(key) or {}
+    if not isinstance(v, dict):
+        raise SchemaError(f"'{key}' must be a mapping, got {type(v).__name__} {v!r:.60}")
+    return dict(v)
+
+
+def _optional_int(d: dict[str, Any], key: str) -> int | None:
+    v = d.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise SchemaError(f"'{key}' must be an integer number of seconds since the epoch, got {v!r}")
+    return v

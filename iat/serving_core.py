@@ -39,7 +39,7 @@ from iat.features import DOMAIN_FIELD
 from iat.history import ClickIndex, HistoryAssembler
 from iat.models.batching import HIST_INDEX
 from iat.models.registry import SourceBundle, load_bundle
-from iat.schema import Feature
+from iat.schema import Feature, label_problem
 from iat.serving_package import ServingPackage, check_compatible, read_package, snapshot_store
 from iat.tokens.manifest import MANIFEST_FILE
 from iat.tokens.materialize import encode_instances
@@ -266,12 +266,9 @@ class ServingCore:
         feats = inst.get("features") or {}
         self.check_features(feats, ("features",), ("user", "item", "context", "cross"))
         click, conv, cts = inst["click"], inst.get("conversion"), inst.get("conversion_ts")
-        if click not in (0, 1):
-            raise RequestError(("click",), "must be 0 or 1")
-        if conv is not None and (click != 1 or conv not in (0, 1)):
-            raise RequestError(("conversion",), "must be 0/1, and only on a clicked instance (else null)")
-        if cts is not None and (conv is None or cts < inst["ts"]):
-            raise RequestError(("conversion_ts",), "needs a conversion label and may not precede the instance ts")
+        problem = label_problem(click, conv, cts, inst["ts"])  # the offline validation's rules
+        if problem is not None:
+            raise RequestError((problem[0],), problem[1])
         if self.category_column and not isinstance(feats.get(self.category_column, -1), int):
             raise RequestError(("features", self.category_column), "the category is stored with every token as an integer id")
         row: dict[str, Any] = {k: [inst[k]] for k in ("instance_id", "user_id", "item_id", "ts", "domain", "click")}

@@ -23,7 +23,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -55,6 +55,13 @@ class TrainConfig:
     grad_clip: float | None = 1.0
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # a config file's "fast" or "4" for a number: say which field, not a TypeError
+            v, kind = getattr(self, f.name), str(f.type)
+            if (v is None and "None" in kind) or f.name == "progress":
+                continue
+            number = isinstance(v, (int, float)) and not isinstance(v, bool)
+            if not number or (kind.startswith("int") and not isinstance(v, int)):
+                raise ValueError(f"TrainConfig.{f.name} must be {'a whole number' if kind.startswith('int') else 'a number'}, got {v!r}")
         for name in ("epochs", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")

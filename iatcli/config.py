@@ -7,6 +7,8 @@ from typing import Any
 
 import yaml
 
+from iat.schema import yaml_problem
+
 
 def load_config(path: str | Path | None, section: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """The ``section`` of a config file, with command-line values (those not None) on top."""
@@ -15,7 +17,10 @@ def load_config(path: str | Path | None, section: str, overrides: dict[str, Any]
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"config file not found: {p}")
-        doc = yaml.safe_load(p.read_text()) or {}
+        try:
+            doc = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"config {p} is not valid YAML: {yaml_problem(e)}") from None
         if not isinstance(doc, dict):
             raise ValueError(f"config {p}: top level must be a mapping of sections")
         cfg = dict(doc.get(section) or {})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 
 def setup_environment(home: str | Path | None = None) -> Path:
@@ -25,3 +26,16 @@ def setup_environment(home: str | Path | None = None) -> Path:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     return root
+
+
+def quiet_tracebacks() -> None:
+    """Log records of ZenML (a failed step: ~200 lines, each twice) carry no traceback: the CLI prints the error
+    itself, in one line. ``iat --debug`` (or ``IAT_DEBUG=1``) keeps them."""
+    make = logging.getLogRecordFactory()
+
+    def record(name: str, level: int, fn: str, lno: int, msg: object, args: Any, exc_info: Any, *rest: Any, **kw: Any) -> logging.LogRecord:
+        if name.startswith("zenml"):
+            exc_info = None
+        return make(name, level, fn, lno, msg, args, exc_info, *rest, **kw)
+
+    logging.setLogRecordFactory(record)

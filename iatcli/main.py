@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from iatcli.env import setup_environment
+from iatcli.env import quiet_tracebacks, setup_environment
 
 
 def _cmd_generate(a: argparse.Namespace) -> int:
@@ -113,6 +114,7 @@ def _cmd_demo(a: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="iat", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="on failure, show the traceback (also IAT_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="write a data set (instances.parquet + schema.yaml) to a folder")
@@ -175,15 +177,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0 on success; on failure one line on stderr and exit 2 (bad input: the user's to fix) or 1 (anything
+    else). ``--debug`` / ``IAT_DEBUG=1``: the traceback instead (ZenML's included)."""
     setup_environment()
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("IAT_DEBUG", "") not in ("", "0")
+    if not debug:
+        quiet_tracebacks()
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
-        # Bad input is the user's to fix: one clear line, no traceback.
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except Exception as e:
+        if debug:
+            raise
+        user = isinstance(e, USER_ERRORS)
+        what = str(e) if user and str(e) else f"{type(e).__name__}: {e}"
+        print(f"error: {what}" + ("" if user else "  (iat --debug ... shows the traceback)"), file=sys.stderr)
+        return 2 if user else 1
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import typing
 from typing import Any, Callable
 
 
@@ -89,6 +91,27 @@ def transfer_params(cfg: dict[str, Any]) -> dict[str, Any]:
     return {**{k: cfg[k] for k in TRANSFER_PIPELINE_KEYS if k in cfg}, "config": rest}
 
 
+def check_arguments(name: str, pipe: Any, params: dict[str, Any]) -> None:
+    """Refuse parameters the pipeline does not take, naming them (ZenML's own error is a pydantic dump)."""
+    fn = getattr(pipe, "entrypoint", pipe)
+    sig = inspect.signature(fn)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+        return
+    unknown = sorted(set(params) - set(sig.parameters))
+    if unknown:
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in unknown)
+        raise ValueError(f"iat run {name} does not take {flags} (config section '{name}' or the command line); it takes {sorted(sig.parameters)}")
+    from pydantic import TypeAdapter, ValidationError
+
+    hints = typing.get_type_hints(fn)
+    for k, v in params.items():
+        if k in hints:
+            try:
+                TypeAdapter(hints[k]).validate_python(v)
+            except ValidationError as e:
+                raise ValueError(f"iat run {name}: parameter '{k}' {e.errors()[0]['msg'].lower()}, got {v!r}") from None
+
+
 def run_pipeline(name: str, cfg: dict[str, Any]) -> int:
     from zenml.client import Client
 
@@ -96,6 +119,14 @@ def run_pipeline(name: str, cfg: dict[str, Any]) -> int:
     if name not in pipes:
         raise ValueError(f"unknown pipeline '{name}': expected one of {sorted(pipes)}")
     params = {"source": source_params, "tokens": tokens_params, "downstream": downstream_params, "transfer": transfer_params}.get(name, dict)(cfg)
+    check_arguments(name, pipes[name], params)
+    if isinstance(params.get("train_config"), dict):
+        from iat.train import TrainConfig
+
+        try:  # a bad value (epochs 0, an unknown key) fails here, before any step runs
+            TrainConfig(**params["train_config"])
+        except TypeError as e:
+            raise ValueError(f"config section '{name}', train: {e}") from None
     run = pipes[name](**params)
     run = Client().get_pipeline_run(run.id)
     print(f"pipeline '{name}' run {run.name}: {run.status.value}")

@@ -1,13 +1,14 @@
 from typing import Any, Optional
 
 from zenml import pipeline
+from zenml.enums import ExecutionMode  # a failed step ends the run with its own exception
 
 from steps.ingest import ingest
 from steps.split import split
 from steps.validate import validate
 
 
-@pipeline(enable_cache=True)
+@pipeline(enable_cache=True, execution_mode=ExecutionMode.FAIL_FAST)
 def data_pipeline(
     dataset: str = "synthetic",
     users: int = 2_000,

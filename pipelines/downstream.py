@@ -2,6 +2,7 @@ from typing import Any, Dict, Optional
 
 from zenml import Model, pipeline
 from zenml.client import Client
+from zenml.enums import ExecutionMode  # a failed step ends the run with its own exception
 
 from steps.train_ranker import train_ranker
 
@@ -10,12 +11,20 @@ def downstream_pipeline(spec: Dict[str, Any], source: str = "user_order", source
     """Train a downstream ranker on the data of source model version ``iat-source-<source>`` (latest by
     default), reading that version's latest token store when the spec uses tokens. The ranker is versioned
     as ZenML model ``iat-ranker-<spec name>``; its lineage shows the data, source model and token store."""
-    mv = Client().get_model_version(f"iat-source-{source}", source_version)
+    try:
+        mv = Client().get_model_version(f"iat-source-{source}", source_version)
+    except KeyError:
+        raise ValueError(f"no source model iat-source-{source}{':' + source_version if source_version else ''}: run `iat run source --model {source}` first") from None
+    # Checked before the run exists: a failed run would leave an empty version of the ranker's ZenML model.
+    if spec.get("tokens") is not None and spec["tokens"] != source:
+        raise ValueError(f"the ranker reads the tokens of '{spec['tokens']}' but the source model is '{source}': pass --source {spec['tokens']} (or leave it out)")
+    if spec.get("tokens") is not None and mv.get_artifact("token_store") is None:
+        raise ValueError(f"iat-source-{source}:{mv.name} has no token store yet: run `iat run tokens --source {source}` first")
     model = Model(name=f"iat-ranker-{spec['name']}", description=f"downstream ranker {spec}")
     return _downstream_pipeline.with_options(model=model)(spec=spec, source=source, source_version=mv.name, **params)
 
 
-@pipeline(enable_cache=True)
+@pipeline(enable_cache=True, execution_mode=ExecutionMode.FAIL_FAST)
 def _downstream_pipeline(
     spec: Dict[str, Any],
     source: str,

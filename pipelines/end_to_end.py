@@ -28,6 +28,7 @@ contain the source kind: a deployment made for kind ``user_order`` refuses an in
 from typing import Any, Dict, List, Optional
 
 from zenml import pipeline
+from zenml.enums import ExecutionMode  # a failed step ends the run with its own exception
 from zenml.pipelines.pipeline_definition import Pipeline
 
 from pipelines.data import data_steps
@@ -40,7 +41,7 @@ from steps.train_source import train_source
 BASE_STEP, IAT_STEP = "train_ranker_base", "train_ranker_iat"
 
 
-@pipeline(enable_cache=True)
+@pipeline(enable_cache=True, execution_mode=ExecutionMode.FAIL_FAST)
 def end_to_end(
     dataset: str = "synthetic",
     users: int = 1_000,

@@ -1,11 +1,12 @@
 from typing import Any, Dict, List, Optional
 
 from zenml import pipeline
+from zenml.enums import ExecutionMode  # a failed step ends the run with its own exception
 
 from steps.monitor import ab_test, token_drift
 
 
-@pipeline(enable_cache=False)
+@pipeline(enable_cache=False, execution_mode=ExecutionMode.FAIL_FAST)
 def monitor_pipeline(
     store_path: Optional[str] = None,
     reference_days: Optional[List[int]] = None,

@@ -2,6 +2,7 @@ from typing import Any, Optional, Tuple
 
 from zenml import Model, pipeline
 from zenml.client import Client
+from zenml.enums import ExecutionMode  # a failed step ends the run with its own exception
 from zenml.models import ModelVersionResponse
 
 from steps.package import PACKAGES_DIR, build_bento_step, build_serving_package
@@ -42,7 +43,7 @@ def package_pipeline(ranker: str, ranker_version: Optional[str] = None, source: 
     return _package_pipeline.with_options(model=model)(ranker=ranker, ranker_version=mv.name, source=source, source_version=source_version, **params)
 
 
-@pipeline(enable_cache=False)
+@pipeline(enable_cache=False, execution_mode=ExecutionMode.FAIL_FAST)
 def _package_pipeline(ranker: str, ranker_version: str, source: str, source_version: str, packages_dir: str = PACKAGES_DIR) -> None:
     """ranker + source bundle + token store (read from their model versions, for lineage) -> serving package -> Bento."""
     rmv = Client().get_model_version(f"iat-ranker-{ranker}", ranker_version)

@@ -1,6 +1,7 @@
 from typing import Any, Dict, Optional
 
 from zenml import Model, pipeline
+from zenml.enums import ExecutionMode  # a failed step ends the run with its own exception
 
 from pipelines.data import data_steps
 from steps.train_source import train_source
@@ -12,7 +13,7 @@ def source_pipeline(kind: str = "temporal", **params: Any) -> Any:
     return _source_pipeline.with_options(model=model)(kind=kind, **params)
 
 
-@pipeline(enable_cache=True)
+@pipeline(enable_cache=True, execution_mode=ExecutionMode.FAIL_FAST)
 def _source_pipeline(
     kind: str = "temporal",
     dataset: str = "synthetic",

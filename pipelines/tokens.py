@@ -2,6 +2,7 @@ from typing import Any, Optional
 
 from zenml import Model, pipeline
 from zenml.client import Client
+from zenml.enums import ExecutionMode  # a failed step ends the run with its own exception
 
 from steps.tokens import materialize_shard, materialize_tokens, publish_tokens
 
@@ -14,7 +15,7 @@ def tokens_pipeline(source: str = "temporal", source_version: Optional[str] = No
     return _tokens_pipeline.with_options(model=model)(source=source, source_version=mv.name, **params)
 
 
-@pipeline(enable_cache=True)
+@pipeline(enable_cache=True, execution_mode=ExecutionMode.FAIL_FAST)
 def _tokens_pipeline(
     source: str,
     source_version: str,

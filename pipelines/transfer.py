@@ -1,12 +1,13 @@
 from typing import Any, Dict, Optional
 
 from zenml import pipeline
+from zenml.enums import ExecutionMode  # a failed step ends the run with its own exception
 
 from pipelines.data import data_steps
 from steps.transfer import transfer_evaluation
 
 
-@pipeline(enable_cache=True)
+@pipeline(enable_cache=True, execution_mode=ExecutionMode.FAIL_FAST)
 def transfer_pipeline(
     dataset: str = "synthetic",
     users: int = 2_000,

@@ -58,7 +58,8 @@ def run_suite(frame: pd.DataFrame, suite: ExpectationSuite) -> list[Outcome]:
     groups: dict[tuple[str, ...], list] = {}
     for exp in suite.expectations:
         table_level = (exp.meta or {}).get("level") == "table"
-        groups.setdefault(() if table_level else expectation_columns(exp.configuration.kwargs), []).append(exp)
+        reads = tuple((exp.meta or {}).get("reads", ()))  # columns a row condition reads
+        groups.setdefault(() if table_level else expectation_columns(exp.configuration.kwargs) + reads, []).append(exp)
     by_label: dict[str, Outcome] = {}
     for cols, exps in tqdm(groups.items(), desc=f"validate {suite.name}", unit="group",
                            disable=len(frame) < _PROGRESS_MIN_ROWS):

@@ -25,7 +25,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from iat.data.files import load_log
-from iat.data.io import SCHEMA_FILE, dataset_parts, part_file, write_atomic, write_parts
+from iat.data.io import SCHEMA_FILE, check_part_rows, dataset_parts, part_file, write_atomic, write_parts
 from iat.schema import Schema
 from quality.report import writable_quarantine
 from quality.result import ValidationError, ValidationResult
@@ -111,7 +111,7 @@ def _clean_frames(
     """Validate part after part, writing its quarantine and adding to ``result``; yield its clean rows."""
     seen: list[tuple[int, int, Path]] = []  # (min id, max id, ids file) of each earlier part
     for k, path in enumerate(tqdm(parts, desc="validate", unit="part", disable=not progress)):
-        df, _ = load_log(path)
+        df = check_part_rows(path, load_log(path)[0], parts[path])  # a short part would lose rows silently
         lo, hi = _id_bounds(df["instance_id"])
         earlier = [np.load(f) for a, b, f in seen if a <= hi and lo <= b]
         res, ids = validate_part(df, schema, 1.0, np.concatenate(earlier) if earlier else None)

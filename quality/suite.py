@@ -6,11 +6,12 @@ Two suites, run one after the other (see ``quality.validate``):
   its kind (a whole-column failure stops the run), and every value of a text-typed numeric column looks
   like a number of the right kind (a row-level failure quarantines the row);
 - the *value* suite runs on the rows that passed, with numeric columns parsed: non-null ids and ts,
-  unique ``instance_id``, labels in {0,1}, conversion only where click=1, ``conversion_ts >= ts``, ts inside
-  the declared range, numeric features finite.
+  unique ``instance_id``, labels in {0,1}, a conversion label only where click=1, ``conversion_ts`` only with a
+  conversion and ``>= ts``, ts (and conversion_ts) inside the declared range or by default in seconds before 2100
+  (``iat.schema``), numeric features finite.
 
 Every expectation carries ``meta``: ``description`` (for people) and ``level`` (``row`` = failing rows are
-quarantined, ``table`` = a failure fails the run).
+quarantined, ``table`` = a failure fails the run), and ``reads`` where a row condition reads other columns.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import numpy as np
 import pandas as pd
 from great_expectations import ExpectationSuite
 import great_expectations.expectations as gxe
+from great_expectations.expectations.row_conditions import Column
 
-from iat.schema import OPTIONAL_LABEL_COLUMNS, REQUIRED_COLUMNS, Schema
+from iat.schema import LABEL_RULES, OPTIONAL_LABEL_COLUMNS, REQUIRED_COLUMNS, Schema
 
 # Column kinds: int (int64 ids, seconds), label (0/1), str (domain), float (numeric feature),
 # categorical (int or str; no value checks).
@@ -118,23 +120,26 @@ def build_value_suite(schema: Schema, columns: list[str]) -> ExpectationSuite:
         meta=_meta("'instance_id' is unique (the first row of a repeated id is kept, later ones quarantined)",
                    "row")))
     exps.append(gxe.ExpectColumnValuesToBeInSet(
-        column="click", value_set=[0, 1], meta=_meta("'click' is 0 or 1", "row")))
-    if schema.ts_min is not None or schema.ts_max is not None:
+        column="click", value_set=[0, 1], meta=_meta(LABEL_RULES["click"], "row")))
+    lo, hi = schema.ts_range  # the schema's range, or the default that catches ms / us timestamps
+    declared = "declared" if (schema.ts_min, schema.ts_max) != (None, None) else "default (seconds, before 2100)"
+    for col in ("ts", "conversion_ts") if "conversion_ts" in present else ("ts",):
         exps.append(gxe.ExpectColumnValuesToBeBetween(
-            column="ts", min_value=schema.ts_min, max_value=schema.ts_max,
-            meta=_meta(f"'ts' inside the declared range [{schema.ts_min}, {schema.ts_max}]", "row")))
+            column=col, min_value=lo, max_value=hi, meta=_meta(f"'{col}' inside the {declared} range [{lo}, {hi}]", "row")))
     if "conversion" in present:
         exps.append(gxe.ExpectColumnValuesToBeInSet(
             column="conversion", value_set=[0, 1], meta=_meta("'conversion' is 0, 1 or null", "row")))
-        # "conversion only where click=1" row-wise: with both in {0,1}, click >= conversion fails exactly
-        # when conversion=1 and click=0. Rows with a null conversion (not clicked) are skipped.
-        exps.append(gxe.ExpectColumnPairValuesAToBeGreaterThanB(
-            column_A="click", column_B="conversion", or_equal=True, ignore_row_if="either_value_is_missing",
-            meta=_meta("conversion=1 only where click=1", "row")))
+        # Where a conversion label is given, the row must be clicked: (click, conversion) in {(1, 0), (1, 1)}.
+        exps.append(gxe.ExpectColumnPairValuesToBeInSet(
+            column_A="click", column_B="conversion", value_pairs_set=[(1, 0), (1, 1)], ignore_row_if="either_value_is_missing",
+            meta=_meta(LABEL_RULES["conversion"], "row")))
     if "conversion_ts" in present:
         exps.append(gxe.ExpectColumnPairValuesAToBeGreaterThanB(
             column_A="conversion_ts", column_B="ts", or_equal=True, ignore_row_if="either_value_is_missing",
-            meta=_meta("'conversion_ts' >= 'ts' where a conversion time is given", "row")))
+            meta=_meta(LABEL_RULES["conversion_ts"], "row")))
+        exps.append(gxe.ExpectColumnValuesToBeNull(  # no conversion label: no conversion time
+            column="conversion_ts", row_condition=Column("conversion").is_null() if "conversion" in present else None,
+            meta={**_meta(LABEL_RULES["conversion_ts"], "row"), "reads": ["conversion"] if "conversion" in present else []}))
     for c in schema.numeric:
         if c in REQUIRED_COLUMNS:
             continue

@@ -6,6 +6,7 @@ from zenml.types import HTMLString
 
 from iat.abtest import ABConfig
 from iat.drift import DriftConfig
+from iat.paths import confined
 from monitoring.run import run_ab, run_drift
 
 
@@ -27,8 +28,9 @@ def token_drift(
     predictions when the dataset is given); one snapshot per current day in the workspace. The verdict's
     ``action`` (none | rematerialize | retrain_source) is what a downstream step or scheduler acts on."""
     report, paths, added = run_drift(
-        store_path, reference_days, current_days, dataset_path, DriftConfig.from_dict(drift_config), workspace, reports_dir
-    )
+        confined(store_path, "store_path"), reference_days, current_days, None if dataset_path is None else confined(dataset_path, "dataset_path"),
+        DriftConfig.from_dict(drift_config), None if workspace is None else confined(workspace, "workspace"), confined(reports_dir, "reports_dir"),
+    )  # fmt: skip
     v = report.verdict.to_dict()
     log_metadata({"verdict": v, "snapshots_added": added, "reports": {k: str(p) for k, p in paths.items()}}, infer_artifact=True, artifact_name="drift_verdict")
     features = paths.get("features")
@@ -48,7 +50,8 @@ def ab_test(
 ) -> Tuple[Annotated[HTMLString, "ab_test_report"], Annotated[Dict[str, Any], "ab_summary"]]:
     """Simulated online A/B test on the synthetic world: daily CTR / CVR / revenue per arm, uplift with
     per-user bootstrap CIs, sample-ratio test; two snapshots per day (daily, cumulative) in the workspace."""
-    result, html, added = run_ab(users, seed, ABConfig(**(ab_config or {})), control, treatment, workspace, reports_dir, progress=False)
+    ws, reports = None if workspace is None else confined(workspace, "workspace"), confined(reports_dir, "reports_dir")
+    result, html, added = run_ab(users, seed, ABConfig(**(ab_config or {})), control, treatment, ws, reports, progress=False)
     summary = {
         "control": control,
         "treatment": treatment,

@@ -1,6 +1,5 @@
 import dataclasses
 import math
-import os
 from pathlib import Path
 from typing import Annotated, Any, Dict, List, Optional, Tuple
 
@@ -8,6 +7,7 @@ import pandas as pd
 from zenml import log_metadata, step
 from zenml.logger import get_logger
 
+from iat.paths import confined, data_root
 from iat.schema import Schema
 from iat.transfer import TransferConfig, run_transfer, work_key
 
@@ -47,7 +47,7 @@ def transfer_evaluation(
     if not named <= present:  # a config bound for one data set, run on another (e.g. an invoke with a new dataset)
         logger.warning(f"transfer: domains {sorted(named - present)} are not in this log ({sorted(present)}); using the largest as source")
         cfg = dataclasses.replace(cfg, source_domain=None, target_domains=None)
-    work = Path(work_dir) if work_dir else Path(os.environ.get("IAT_HOME", ".")) / TRANSFER_RUNS_DIR / work_key(split_instances, cfg)
+    work = confined(work_dir, "work_dir") if work_dir else data_root() / TRANSFER_RUNS_DIR / work_key(split_instances, cfg)
     result = run_transfer(split_instances, Schema.from_dict(schema), cfg, work)
     table = result.flat()
     deltas = {

@@ -1,10 +1,10 @@
-from pathlib import Path
 from typing import Annotated, Tuple
 
 import pandas as pd
 from zenml import log_metadata, step
 from zenml.types import HTMLString
 
+from iat.paths import confined
 from iat.schema import Schema
 from quality import QuarantineThresholdError, validate_log, write_validation_outputs
 
@@ -25,9 +25,9 @@ def validate(
     try:
         result = validate_log(raw_instances, Schema.from_dict(schema), max_quarantine_share=max_quarantine_share)
     except QuarantineThresholdError as e:
-        write_validation_outputs(e.result, Path(reports_dir))
+        write_validation_outputs(e.result, confined(reports_dir, "reports_dir"))
         raise
-    paths = write_validation_outputs(result, Path(reports_dir))
+    paths = write_validation_outputs(result, confined(reports_dir, "reports_dir"))
     log_metadata(
         {"input_rows": result.n_input, "clean_rows": len(result.clean), "quarantined_rows": len(result.quarantine), "failures": dict(result.counts)},
         infer_artifact=True,

@@ -146,6 +146,12 @@ def test_deployed_data_pipeline_runs_on_http_invoke_then_is_deprovisioned(iat_ho
         assert run.steps["ingest"].config.parameters["users"] == 30 and run.steps["ingest"].config.parameters["seed"] == 3
         raw = run.steps["ingest"].outputs["raw_instances"][0].load()
         assert raw["user_id"].nunique() == 30
+        # an unauthenticated caller cannot point the pipeline at files outside the data root
+        try:
+            bad = _post(f"{deployment.url}/invoke", {"parameters": {"dataset": "file", "path": "/etc/passwd"}}, timeout=300)
+        except urllib.error.HTTPError as e:
+            bad = {"success": False, "error": e.read().decode()}
+        assert not bad["success"] and "outside the data root" in str(bad.get("error")), bad
     finally:
         deprovision("data-test-deploy")
     with pytest.raises(KeyError):

@@ -35,9 +35,10 @@ def _store_and_dataset(root: Path) -> tuple[Path, Path]:
     return store, data
 
 
-def test_monitor_pipeline_fills_the_workspace(tmp_path: Path) -> None:
-    store, data = _store_and_dataset(tmp_path)
-    ws_path, reports = tmp_path / "evidently", tmp_path / "reports"
+def test_monitor_pipeline_fills_the_workspace(iat_home: Path) -> None:
+    root = iat_home / "monitor-pipeline"  # inside the data root: steps refuse paths outside it
+    store, data = _store_and_dataset(root)
+    ws_path, reports = root / "evidently", root / "reports"
     ab = {
         "users": 150,
         "seed": 1,

@@ -116,13 +116,52 @@ def test_click_outside_0_1_is_quarantined():
     assert_quarantined(result, [2, 11], "expect_column_values_to_be_in_set(click)")
 
 
-def test_conversion_without_click_is_quarantined_but_zero_and_null_are_fine():
+def test_a_conversion_label_without_click_is_quarantined_even_zero():
+    """The contract (and /ingest): a conversion label only on a clicked row; null elsewhere, not 0."""
     df, _ = contract_log()
-    assert df.loc[1, "click"] == 0 and df.loc[2, "click"] == 0
+    assert df.loc[1, "click"] == 0 and df.loc[2, "click"] == 0 and df["conversion"].eq(0).any()
     df.loc[1, "conversion"] = 1
-    df.loc[2, "conversion"] = 0  # not a conversion: allowed where click=0
+    df.loc[2, "conversion"] = 0
     result = run(df)
-    assert_quarantined(result, [1], "expect_column_pair_values_a_to_be_greater_than_b(click, conversion)")
+    assert_quarantined(result, [1, 2], "expect_column_pair_values_to_be_in_set(click, conversion)")
+
+
+def test_a_conversion_time_without_a_conversion_label_is_quarantined():
+    df, _ = contract_log()
+    row = int(df.index[df["click"].eq(0)][0])
+    df.loc[row, "conversion_ts"] = df.loc[row, "ts"] + 5
+    result = run(df)
+    assert_quarantined(result, [row], "expect_column_values_to_be_null(conversion_ts)")
+
+
+@pytest.mark.parametrize("ts", [1_700_000_000_000, -5])
+def test_ts_in_milliseconds_or_negative_is_quarantined_without_a_declared_range(ts):
+    """A schema without ts_min / ts_max still holds ts to seconds before 2100 (a ms log is a 1000x time axis)."""
+    import dataclasses
+
+    df, schema = contract_log()
+    open_schema = dataclasses.replace(schema, ts_min=None, ts_max=None)
+    df.loc[3, "ts"] = ts
+    result = validate_log(df, open_schema, max_quarantine_share=1.0)
+    assert list(result.quarantine.index) == [3]
+    assert "expect_column_values_to_be_between(ts)" in result.quarantine.loc[3, "reasons"]
+    assert "default (seconds, before 2100)" in result.outcomes[[o.label for o in result.outcomes].index("expect_column_values_to_be_between(ts)")].description
+
+
+def test_offline_validation_and_ingest_state_one_label_contract():
+    """The serving core refuses what validation quarantines, with the same rule text (iat.schema.LABEL_RULES)."""
+    from iat.schema import LABEL_RULES, label_problem
+
+    assert label_problem(0, 0, None, 10) == ("conversion", LABEL_RULES["conversion"])
+    assert label_problem(1, None, 20, 10) == ("conversion_ts", LABEL_RULES["conversion_ts"])
+    assert label_problem(1, 1, 5, 10) == ("conversion_ts", LABEL_RULES["conversion_ts"])
+    assert label_problem(2, None, None, 10) == ("click", LABEL_RULES["click"])
+    assert label_problem(1, 0, 12, 10) is None and label_problem(0, None, None, 10) is None
+    from quality.suite import build_value_suite
+
+    _, schema = contract_log()
+    descriptions = {e.meta["description"] for e in build_value_suite(schema, ["conversion", "conversion_ts"]).expectations}
+    assert set(LABEL_RULES.values()) <= descriptions
 
 
 def test_conversion_time_before_impression_is_quarantined():
@@ -175,6 +214,7 @@ def test_counts_agree_with_great_expectations():
     gx_counts = {o.label: o.unexpected_count for o in result.outcomes if o.unexpected_count}
     assert gx_counts == result.counts == {
         "expect_column_values_to_be_in_set(click)": 3,
+        "expect_column_pair_values_to_be_in_set(click, conversion)": 1,  # row 3 also carries a conversion label
         "expect_column_values_to_not_be_null(score)": 2,
     }
 

@@ -13,6 +13,7 @@ only is read as integers by pandas and kept as they are.
 from __future__ import annotations
 
 import codecs
+import csv as csv_module
 import hashlib
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from iat.data.io import INSTANCES_FILE, SCHEMA_FILE
-from iat.schema import Schema, SchemaError
+from iat.schema import REQUIRED_COLUMNS, Schema, SchemaError
 
 PARQUET_MAGIC = b"PAR1"
 HASHED_ID_COLUMNS: tuple[str, ...] = ("user_id", "item_id")
@@ -54,9 +55,11 @@ def load_log(path: str | Path, schema_path: str | Path | None = None) -> tuple[p
             f"schema file not found: {schema_file} (pass schema_path, or put {SCHEMA_FILE} beside the log)"
         )
     schema = Schema.from_yaml(schema_file)
-    df = _read_parquet(log_file) if _sniff_format(log_file) == "parquet" else _read_csv(log_file)
+    csv = _sniff_format(log_file) == "csv"
+    df = _read_csv(log_file) if csv else _read_parquet(log_file)
     if len(df) == 0:
         raise LogFormatError(f"instance log {log_file} has no rows (columns: {list(df.columns)})")
+    _check_required_columns(log_file, df, csv)
     for col in HASHED_ID_COLUMNS:
         if col in df.columns and _holds_strings(df[col]):
             df[col] = hash_id_column(df[col])
@@ -124,11 +127,40 @@ def _read_csv(f: Path) -> pd.DataFrame:
     # it, so a bad value keeps its column as strings for validation to flag. utf-8-sig drops the byte
     # order mark spreadsheet exports put before the first column name.
     try:
+        header = _csv_header(f)
+    except (UnicodeDecodeError, csv_module.Error) as e:
+        raise LogFormatError(f"cannot read the header of csv file {f}: {e}") from e
+    unnamed = [i + 1 for i, c in enumerate(header) if not c.strip()]
+    if unnamed:
+        raise LogFormatError(f"csv file {f}: header column {unnamed[0]} has no name (a stray comma?)")
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:  # pandas would rename the second 'price' to 'price.1' and carry it on as an extra column
+        raise LogFormatError(f"csv file {f}: column names appear more than once in the header: {twice}")
+    try:
         return pd.read_csv(f, dtype={"domain": str}, encoding="utf-8-sig", low_memory=False)
     except pd.errors.EmptyDataError as e:
         raise LogFormatError(f"csv file {f} holds no header and no rows") from e
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
         raise LogFormatError(f"cannot read csv file {f}: {e}") from e
+
+
+def _check_required_columns(f: Path, df: pd.DataFrame, csv: bool) -> None:
+    """Every column of the contract's required set, before anything reads one (a wrong csv delimiter reads the whole
+    header as one column: say so)."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if not missing:
+        return
+    msg = f"instance log {f}: missing required columns {missing} (it has {len(df.columns)}: {[str(c)[:40] for c in df.columns[:8]]})"
+    if csv and len(df.columns) == 1:
+        seps = [s for s in (";", "\t", "|") if s in str(df.columns[0])]
+        if seps:
+            msg += f"; the header reads as one column: the file is separated by {seps[0]!r}, a csv log must use commas"
+    raise LogFormatError(msg)
+
+
+def _csv_header(f: Path) -> list[str]:
+    with f.open(newline="", encoding="utf-8-sig") as fh:
+        return next(csv_module.reader(fh), [])
 
 
 def _holds_strings(s: pd.Series) -> bool:

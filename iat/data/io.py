@@ -53,13 +53,46 @@ def is_chunked(data_dir: str | Path) -> bool:
     return (Path(data_dir) / PARTS_FILE).is_file()
 
 
+class DatasetError(ValueError):
+    """A dataset folder's index or parts contradict each other (the message names the file and the field)."""
+
+
 def dataset_parts(data_dir: str | Path) -> dict[Path, int]:
-    """The parts of a chunked dataset, in order, with their row counts."""
+    """The parts of a chunked dataset, in order, with their row counts; ``parts.json`` checked: JSON, each entry a
+    part file of this folder (a plain name, never a path out of it) with a whole number of rows, the total right."""
     d = Path(data_dir)
+    index_file = d / PARTS_FILE
     if not is_chunked(d):
         raise FileNotFoundError(f"{d} is not a chunked dataset: {PARTS_FILE} is missing (write one with write_parts)")
-    index = json.loads((d / PARTS_FILE).read_text())
-    return {d / p["file"]: int(p["rows"]) for p in index["parts"]}
+    try:
+        index = json.loads(index_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{index_file}: not valid JSON ({e})") from None
+    entries = index.get("parts") if isinstance(index, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise DatasetError(f"{index_file}: 'parts' must be a non-empty list of {{file, rows}}")
+    parts: dict[Path, int] = {}
+    for i, p in enumerate(entries):
+        where = f"{index_file}: parts[{i}]"
+        name, rows = (p.get("file"), p.get("rows")) if isinstance(p, dict) else (None, None)
+        if not isinstance(name, str) or Path(name).name != name or name.startswith(".") or not name.endswith(".parquet"):
+            raise DatasetError(f"{where}.file: {name!r} is not the name of a .parquet part inside {d} (no folders, no '..')")
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+            raise DatasetError(f"{where}.rows: {rows!r} is not a whole number of rows")
+        if d / name in parts:
+            raise DatasetError(f"{where}.file: {name} is listed twice")
+        parts[d / name] = rows
+    total = index.get("rows")
+    if total is not None and total != sum(parts.values()):
+        raise DatasetError(f"{index_file}: rows says {total}, its parts add up to {sum(parts.values())}")
+    return parts
+
+
+def check_part_rows(path: Path, df: pd.DataFrame, declared: int) -> pd.DataFrame:
+    """``df`` read from part ``path``, if it holds the rows ``parts.json`` declares (a short part lost rows)."""
+    if len(df) != declared:
+        raise DatasetError(f"{path}: holds {len(df):,} rows, but {path.parent / PARTS_FILE} says {declared:,}: the part is incomplete or not this dataset's")
+    return df
 
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
@@ -81,7 +114,8 @@ def read_dataset(data_dir: str | Path) -> tuple[pd.DataFrame, Schema]:
     """A dataset folder in memory; a chunked one's parts concatenated (stages that stream read the parts instead)."""
     d = Path(data_dir)
     if is_chunked(d):
-        return pd.concat([pd.read_parquet(p) for p in dataset_parts(d)], ignore_index=True), Schema.from_yaml(d / SCHEMA_FILE)
+        parts = [check_part_rows(p, pd.read_parquet(p), rows) for p, rows in dataset_parts(d).items()]
+        return pd.concat(parts, ignore_index=True), Schema.from_yaml(d / SCHEMA_FILE)
     if not (d / INSTANCES_FILE).is_file() or not (d / SCHEMA_FILE).is_file():
         raise FileNotFoundError(
             f"{d} is not a dataset folder: expected {INSTANCES_FILE} and {SCHEMA_FILE} "

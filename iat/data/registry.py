@@ -9,6 +9,7 @@ import pandas as pd
 from iat.schema import Schema
 
 DATASETS: tuple[str, ...] = ("synthetic", "movielens-100k", "file")
+MAX_USERS = 100_000  # of the in-memory generator (~100 rows each); `iat generate --chunked` streams larger logs
 
 
 def load_dataset(
@@ -18,6 +19,11 @@ def load_dataset(
     ``file`` reads a parquet/csv log plus its schema YAML at ``path``."""
     if dataset == "synthetic":
         from iat.data.synthetic import generate
+
+        if isinstance(users, bool) or not isinstance(users, int) or not 1 <= users <= MAX_USERS:
+            raise ValueError(f"users must be a whole number from 1 to {MAX_USERS:,}, got {users!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative whole number, got {seed!r}")
 
         return generate(users, seed=seed, progress=progress)
     if dataset == "movielens-100k":

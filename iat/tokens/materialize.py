@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from iat.data.io import dataset_parts
+from iat.data.io import check_part_rows, dataset_parts
 from iat.models.registry import SourceBundle, make_batches
 from iat.tokens.merge import merge_stores
 from iat.tokens.store import TokenStore
@@ -158,12 +158,12 @@ def materialize_parts(
     memory: one part's rows and tokens plus the model, then one publish block; the shards are removed
     after publishing. Equal, byte for byte, to ``materialize`` on the concatenated parts.
     """
-    parts = [p for p, n in dataset_parts(data_dir).items() if n]
+    parts = {p: n for p, n in dataset_parts(data_dir).items() if n}
     if not parts:
         raise ValueError(f"{data_dir} holds no rows to materialize")
     K = len(parts)
     for k, part in enumerate(tqdm(parts, desc="materialize parts", unit="part", disable=not progress)):
-        rows = pd.read_parquet(part)
+        rows = check_part_rows(part, pd.read_parquet(part), parts[part])
         materialize(
             bundle, rows, shard_path(out, k, K), dtype=raw_dtype(token_kind(bundle)), post_sit=post_sit, run_id=run_id,
             batch_size=batch_size, overwrite=True, progress=False,
