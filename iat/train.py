@@ -20,6 +20,7 @@ import copy
 import itertools
 import json
 import os
+import pickle
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -235,7 +236,10 @@ def _save_checkpoint(
 
 
 def _load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, fp: str) -> tuple[_State, dict | None]:
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # tensors and plain values only: a planted pickle cannot run code here
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"checkpoint {path} holds objects other than tensors and plain values, refused unread ({str(e).splitlines()[0]}); delete it to train afresh") from None
     if ck.get("fingerprint") != fp:
         raise ValueError(f"checkpoint {path} was written by a different model or training config; delete it or use another checkpoint_dir")
     model.load_state_dict(ck["model"])

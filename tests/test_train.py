@@ -56,7 +56,7 @@ def test_resume_after_sigkill_mid_epoch_reaches_the_same_weights(tmp_path: Path,
         time.sleep(0.005)
     child.send_signal(signal.SIGKILL)
     assert child.wait() == -signal.SIGKILL
-    state = torch.load(ck / CHECKPOINT_FILE, weights_only=False)["state"]
+    state = torch.load(ck / CHECKPOINT_FILE, weights_only=True)["state"]
     assert not state["finished"] and state["epoch"] < CFG["epochs"]
     assert state["step"] > 0, "the kill should land mid-epoch"
 
@@ -128,3 +128,23 @@ def test_embedding_tables_get_their_own_decay():
     assert decay[id(model[0].weight)] == 1e-3 and decay[id(model[1].weight)] == 0.0 and decay[id(model[1].bias)] == 0.0
     (single,) = make_optimizer(model, TrainConfig(weight_decay=1e-4)).param_groups  # no embedding_decay: one group
     assert single["weight_decay"] == 1e-4 and len(single["params"]) == 3
+
+
+class _Payload:
+    """A pickle that would run code on load (what an attacker plants as checkpoint.pt)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_planted_checkpoint_is_refused_without_running_its_code(tmp_path: Path):
+    marker = tmp_path / "pwned"
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    torch.save({"model": _Payload(marker)}, ck / CHECKPOINT_FILE)
+    with pytest.raises(ValueError, match="holds objects other than tensors and plain values, refused unread"):
+        _train(str(ck))
+    assert not marker.exists()
