@@ -49,7 +49,8 @@ def result_table(
 ) -> dict[str, Any]:
     """``models``: (label, model name, metrics) with the base model first. Returns the table as a dict:
     ``rows`` (absolute metrics with CIs), ``delta_vs_base`` (relative change in % of each other model, paired by
-    seed; a CI when there are several seeds), ``oracle_auc`` and the share of the base -> oracle AUC gap closed."""
+    seed; a CI when there are several seeds), ``oracle_auc`` and ``gap_closed``, the share of the base -> oracle
+    AUC gap closed, also in % (``units`` says so: a deployed pipeline's invoke answers with this dict)."""
     if not models:
         raise ValueError("result_table needs at least the base model")
     entries = [(label, name, per_seed(m)) for label, name, m in models]
@@ -67,9 +68,10 @@ def result_table(
             d[k], d[f"{k}_lo"], d[f"{k}_hi"] = mean, _nan_to_none(lo), _nan_to_none(hi)
         deltas[label] = d
     table: dict[str, Any] = {"split": split, "base": base_label, "rows": rows, "delta_vs_base": deltas, "oracle_auc": oracle}
+    table["units"] = {"rows": "metric values", "delta_vs_base": "percent", "gap_closed": "percent"}
     if oracle is not None:
         gap = oracle - rows[0]["auc"]
-        table["gap_closed"] = {r["label"]: (float((r["auc"] - rows[0]["auc"]) / gap) if gap > 0 else None) for r in rows[1:]}
+        table["gap_closed"] = {r["label"]: (float(100 * (r["auc"] - rows[0]["auc"]) / gap) if gap > 0 else None) for r in rows[1:]}
     return table
 
 
@@ -98,7 +100,7 @@ def format_result_table(table: Mapping[str, Any]) -> str:
         lines.append(f"relative change of {label} vs {table['base']}: " + ", ".join(parts) + f" ({paired})")
     if table.get("oracle_auc") is not None:
         closed = table.get("gap_closed") or {}
-        shares = ", ".join(f"{k} {100 * v:+.1f}%" for k, v in closed.items() if v is not None)
+        shares = ", ".join(f"{k} {v:+.1f}%" for k, v in closed.items() if v is not None)
         lines.append(f"oracle AUC (the generator's true p_click): {table['oracle_auc']:.4f}" + (f"; share of the base->oracle gap closed: {shares}" if shares else ""))
     if table.get("transfer"):
         lines += ["", table["transfer"]]

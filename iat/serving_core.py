@@ -214,6 +214,9 @@ class ServingCore:
             raise RequestError((*loc, "candidates"), "at least one candidate is needed")
         for i, c in enumerate(cands):
             self.check_features(c.get("features") or {}, (*loc, "candidates", i, "features"), CANDIDATE_GROUPS)
+        if not q.get("context") and not any(c.get("features") for c in cands):
+            # legal one feature at a time (a missing one is OOV / the train mean), but all missing is a client bug
+            raise RequestError((*loc, "context"), "the request names no feature at all: send the user / context / cross features in 'context' and each candidate's item features")
 
     # -- rank -----------------------------------------------------------------------------------------
     def query_frame(self, queries: Sequence[Mapping[str, Any]]) -> pd.DataFrame:

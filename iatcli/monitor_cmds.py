@@ -89,7 +89,7 @@ def _cmd_pipeline(a: argparse.Namespace) -> int:
 def _cmd_demo(a: argparse.Namespace) -> int:
     from monitoring.demo import build_demo
 
-    build_demo(_workspace(a), a.work_dir, a.reports_dir, users=a.users, seed=a.seed, shift_kind=a.shift, ab_users=a.ab_users)
+    build_demo(_workspace(a), a.work_dir, a.reports_dir, users=a.users, seed=a.seed, shift_kind=a.shift, ab_users=a.ab_users, control=a.control, treatment=a.treatment)
     print(f"open the dashboards: iat monitor ui{' --workspace ' + a.workspace if a.workspace else ''}")
     return 0
 
@@ -141,6 +141,8 @@ def register(subparsers: Any) -> None:
     e.add_argument("--ab-users", type=int, default=2_000)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--shift", choices=["catalogue", "context", "interest"], default="catalogue")
+    e.add_argument("--control", default="ranker:base", help="A/B control arm (scorer spec, as for iat monitor abtest)")
+    e.add_argument("--treatment", default="ranker:iat", help="A/B treatment arm")
     e.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("pipeline", help="run the ZenML monitor pipeline (drift + A/B) with a config's 'monitor' section")

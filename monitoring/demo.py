@@ -73,10 +73,13 @@ def build_demo(
     shift_kind: str = "catalogue",
     ab_users: int = 2_000,
     log: Callable[[str], None] = print,
+    control: str = "ranker:base",
+    treatment: str = "ranker:iat",
 ) -> None:
     """Days 0..89 with the world shifting on day 60. The source model trains on days 18..38 (valid 39..45); the
     reference is its last training week (32..38); the current window is days 45..73 (two quiet weeks, then two
-    weeks after the shift), each daily point covering the week up to its day. Then a 14-day A/B test."""
+    weeks after the shift), each daily point covering the week up to its day. Then a 14-day A/B test of ``control``
+    against ``treatment`` (scorer specs of ``iat.abtest_scorers``; by default the base ranker and the +IAT ranker)."""
     days, shift_day = 90, 60
     df, schema = generate(users, seed=seed, days=days, progress=False, shift=Shift(at=shift_day / days, kind=shift_kind))
     log(f"log: {len(df):,} rows of {users} users; the world changes ({shift_kind}) on day {shift_day}")
@@ -92,6 +95,6 @@ def build_demo(
     data = write_dataset(work / "data", df.assign(prediction=src.predict(df)), schema)
     report, paths, added = run_drift(store, (32, 39), (45, 74), data, DriftConfig(), workspace, reports_dir)
     log(f"drift: {report.verdict.action} ({'; '.join(report.verdict.reasons)}); {added} snapshots; reports {sorted(map(str, paths.values()))}")
-    result, html, added = run_ab(ab_users, seed, ABConfig(start_day=30, days=14), "logreg", "temporal", workspace, reports_dir, progress=False)
+    result, html, added = run_ab(ab_users, seed, ABConfig(start_day=30, days=14), control, treatment, workspace, reports_dir, progress=False)
     ctr = result.summary["ctr"]
-    log(f"A/B: CTR uplift {ctr.uplift:+.2%} [{ctr.lo:+.2%}, {ctr.hi:+.2%}]; {added} snapshots; report {html}")
+    log(f"A/B ({control} vs {treatment}): CTR uplift {ctr.uplift:+.2%} [{ctr.lo:+.2%}, {ctr.hi:+.2%}]; {added} snapshots; report {html}")

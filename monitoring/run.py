@@ -165,5 +165,5 @@ def run_ab(
     added = 0
     if workspace is not None:
         ws = open_workspace(workspace)
-        added = len(add_snapshots(ws, ab_project(ws), snaps))
+        added = len(add_snapshots(ws, ab_project(ws, control, treatment), snaps))
     return result, html, added

@@ -82,10 +82,11 @@ def drift_dashboard(code_levels: int = 0, layout: FeatureLayout | None = None) -
     return _dashboard("Drift", panels)
 
 
-def ab_dashboard() -> DashboardModel:
+def ab_dashboard(control: str, treatment: str) -> DashboardModel:
+    """The A/B dashboard, its heading naming the arms that ran (scorer specs, e.g. ranker:base, ranker:iat)."""
     daily, cum = [TAG_DAILY], [TAG_CUMULATIVE]
     panels: list[DashboardPanelPlot] = [
-        text_panel("Online A/B test", f"{ARMS[0]} = base model, {ARMS[1]} = IAT model; users randomised by a hash of their id."),
+        text_panel("Online A/B test", f"{ARMS[0]} = {control}, {ARMS[1]} = {treatment}; users randomised by a hash of their id."),
     ]
     for rate in METRICS:
         panels.append(
@@ -133,8 +134,9 @@ def drift_project(ws: Workspace, code_levels: int = 0, layout: FeatureLayout | N
     return project(ws, DRIFT_PROJECT, "Token, raw-feature and prediction drift against the training period", drift_dashboard(code_levels, layout))
 
 
-def ab_project(ws: Workspace) -> Project:
-    return project(ws, AB_PROJECT, "Online A/B test: base model vs IAT model", ab_dashboard())
+def ab_project(ws: Workspace, control: str, treatment: str) -> Project:
+    """The A/B project; its dashboard is rewritten for the arms of the latest run."""
+    return project(ws, AB_PROJECT, f"Online A/B test: {control} vs {treatment}", ab_dashboard(control, treatment))
 
 
 def add_snapshots(ws: Workspace, proj: Project, snapshots: Iterable[Snapshot]) -> list[str]:

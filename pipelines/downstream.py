@@ -24,7 +24,7 @@ def downstream_pipeline(spec: Dict[str, Any], source: str = "user_order", source
     return _downstream_pipeline.with_options(model=model)(spec=spec, source=source, source_version=mv.name, **params)
 
 
-@pipeline(enable_cache=True, execution_mode=ExecutionMode.FAIL_FAST)
+@pipeline(name="downstream_pipeline", enable_cache=True, execution_mode=ExecutionMode.FAIL_FAST)  # runs show as downstream_pipeline-<n>
 def _downstream_pipeline(
     spec: Dict[str, Any],
     source: str,

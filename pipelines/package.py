@@ -43,7 +43,7 @@ def package_pipeline(ranker: str, ranker_version: Optional[str] = None, source: 
     return _package_pipeline.with_options(model=model)(ranker=ranker, ranker_version=mv.name, source=source, source_version=source_version, **params)
 
 
-@pipeline(enable_cache=False, execution_mode=ExecutionMode.FAIL_FAST)
+@pipeline(name="package_pipeline", enable_cache=False, execution_mode=ExecutionMode.FAIL_FAST)  # runs show as package_pipeline-<n>
 def _package_pipeline(ranker: str, ranker_version: str, source: str, source_version: str, packages_dir: str = PACKAGES_DIR) -> None:
     """ranker + source bundle + token store (read from their model versions, for lineage) -> serving package -> Bento."""
     rmv = Client().get_model_version(f"iat-ranker-{ranker}", ranker_version)

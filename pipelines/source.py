@@ -13,7 +13,7 @@ def source_pipeline(kind: str = "temporal", **params: Any) -> Any:
     return _source_pipeline.with_options(model=model)(kind=kind, **params)
 
 
-@pipeline(enable_cache=True, execution_mode=ExecutionMode.FAIL_FAST)
+@pipeline(name="source_pipeline", enable_cache=True, execution_mode=ExecutionMode.FAIL_FAST)  # runs show as source_pipeline-<n>
 def _source_pipeline(
     kind: str = "temporal",
     dataset: str = "synthetic",

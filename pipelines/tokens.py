@@ -15,7 +15,7 @@ def tokens_pipeline(source: str = "temporal", source_version: Optional[str] = No
     return _tokens_pipeline.with_options(model=model)(source=source, source_version=mv.name, **params)
 
 
-@pipeline(enable_cache=True, execution_mode=ExecutionMode.FAIL_FAST)
+@pipeline(name="tokens_pipeline", enable_cache=True, execution_mode=ExecutionMode.FAIL_FAST)  # runs show as tokens_pipeline-<n>
 def _tokens_pipeline(
     source: str,
     source_version: str,

@@ -1,17 +1,17 @@
 import dataclasses
 import math
-from pathlib import Path
 from typing import Annotated, Any, Dict, List, Optional, Tuple
 
 import pandas as pd
 from zenml import log_metadata, step
 from zenml.logger import get_logger
+from zenml.types import MarkdownString
 
 from iat.paths import confined, data_root
 from iat.schema import Schema
 from iat.transfer import TransferConfig, run_transfer, work_key
 
-TRANSFER_RUNS_DIR = "runs/transfer"  # under IAT_HOME (the project folder by default)
+TRANSFER_RUNS_DIR = "runs/transfer"  # under the data root (the project folder by default)
 logger = get_logger(__name__)
 
 
@@ -24,7 +24,7 @@ def transfer_evaluation(
     L: Optional[int] = None,
     seeds: Optional[List[int]] = None,
     epochs: Optional[int] = None,
-) -> Tuple[Annotated[pd.DataFrame, "transfer_results"], Annotated[str, "transfer_table"]]:
+) -> Tuple[Annotated[pd.DataFrame, "transfer_results"], Annotated[MarkdownString, "transfer_table"]]:
     """In-domain and cross-domain transfer of instance tokens (``iat.transfer``): sources trained on one domain
     (or an early period, or click only), their tokens reused unchanged by fresh downstream rankers, against the
     same rankers without tokens and with in-domain tokens, over the config's seeds.
@@ -56,4 +56,4 @@ def transfer_evaluation(
         if math.isfinite(r["d_auc"])
     }
     log_metadata({"work_dir": str(work.resolve()), "seeds": list(cfg.seeds), "relative_change_pct": deltas})
-    return table, result.markdown
+    return table, MarkdownString(result.markdown)  # rendered as a table in the run view, not shown as source

@@ -51,6 +51,12 @@ def test_end_to_end_runs_registers_models_with_lineage_and_caches(iat_home):
         assert 0.3 < r["auc"] < 1 and r["auc_lo"] <= r["auc"] <= r["auc_hi"] and r["logloss"] > 0
     assert 0.5 < table["oracle_auc"] < 1 and "+IAT" in table["delta_vs_base"]
     assert "oracle AUC" in format_result_table(table)
+    # one unit for the relative numbers of the invoke answer: percent (delta and share of the oracle gap alike)
+    assert table["units"] == {"rows": "metric values", "delta_vs_base": "percent", "gap_closed": "percent"}
+    gap = table["oracle_auc"] - table["rows"][0]["auc"]
+    assert table["gap_closed"]["+IAT"] == pytest.approx(100 * (table["rows"][1]["auc"] - table["rows"][0]["auc"]) / gap)
+    # the transfer table renders as markdown in the ZenML run view (a typed visualization, not a str artifact)
+    assert type(run.steps["transfer_evaluation"].outputs["transfer_table"][0].load()).__name__ == "MarkdownString"
     # the transfer step's table travels in the result: mall rankers without tokens, over ads (cross-domain) and
     # mall (in-domain) tokens, and the GBDT without and with ads tokens; ads rankers without and with ads tokens
     transfer = run.steps["transfer_evaluation"].outputs["transfer_results"][0].load()

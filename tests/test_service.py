@@ -121,6 +121,7 @@ BAD = [
     ("rank", lambda b: {**_good(b), "candidates": [{"item_id": 1, "features": {"price": "cheap"}}]}, "price"),
     ("rank", lambda b: {**_good(b), "candidates": [{"item_id": 1, "features": {"hour": 3}}]}, "hour"),
     ("rank", lambda b: {**_good(b), "surprise": 1}, "surprise"),
+    ("rank", lambda b: {**_good(b), "context": {}, "candidates": [{"item_id": 1}, {"item_id": 2, "features": {}}]}, "names no feature"),
     ("rank", lambda b: b"{this is not json", "json"),
     ("rank", lambda b: b"", "user_id"),
     ("ingest", lambda b: {**instance_of(b.df.iloc[0], b.schema), "click": 2}, "click"),
@@ -185,3 +186,35 @@ def test_service_keeps_serving_after_bad_requests(b, svc):
     out = _rank(svc, _good(b))
     assert out["history_tokens"] > 0
     assert "status=400" in svc.logs(full=True) and "status=500" not in svc.logs(full=True)  # access log: no server error
+
+
+def test_the_documented_request_bodies_work_as_written(svc):
+    """deploy/README.md's curl bodies for /rank, /ingest, /label and /info, posted as written."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).parent.parent / "deploy" / "README.md").read_text()
+    calls = re.findall(r"curl -s -X POST \$URL/(\w+) -H 'content-type: application/json' -d '(.*?)'", doc, flags=re.S)
+    assert [route for route, _ in calls] == ["rank", "ingest", "label", "info"]
+    answers = {}
+    for route, body in calls:
+        r = svc.client.post(f"/{route}", json=json.loads(body))
+        assert r.status_code == 200, (route, r.text)
+        answers[route] = r.json()
+    assert [s["item_id"] for s in answers["rank"]["scores"]] == [57, 91] and 0 < answers["rank"]["scores"][0]["p_ctr"] < 1
+    assert answers["label"]["store_version"] > answers["ingest"]["store_version"]
+
+
+@pytest.mark.parametrize("cmd", [["serve", "serving.service:IATRanker", "--host", "127.0.0.1", "--port", "0"], ["build", "-f", "deploy/bentofile.yaml", "."]])
+def test_serve_or_build_without_a_serving_package_fails_at_once(tmp_path, cmd):
+    """No silent Bento without a model, no server left running with a dead worker."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "IAT_SERVING_PACKAGE": str(tmp_path / "nothing"), "BENTOML_HOME": str(tmp_path / "bentoml")}
+    if cmd[0] == "build":
+        env.pop("IAT_SERVING_PACKAGE")  # the bentofile's default: package/ in the build context, absent here
+    p = subprocess.run([sys.executable, "-m", "bentoml", *cmd], env=env, cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "no serving package at" in p.stderr and "iat package" in p.stderr

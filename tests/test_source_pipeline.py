@@ -21,6 +21,7 @@ def test_source_pipeline_trains_logs_metrics_and_versions_the_model(iat_home):
     )
     run = Client().get_pipeline_run(run.id)
     assert run.status.value == "completed"
+    assert run.pipeline.name == "source_pipeline" and run.name.startswith("source_pipeline-")  # no leading underscore
     art = run.steps["train_source"].outputs["source_bundle"][0]
     bundle = art.load()
     assert isinstance(bundle, SourceBundle) and bundle.kind == "temporal"
