@@ -30,8 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.reference_compute import reference  # noqa: E402
 from iat.data.synthetic import generate  # noqa: E402
 from iat.features import FeatureEncoder  # noqa: E402
-from iat.history import N_GAP_BUCKETS  # noqa: E402
-from iat.models.batching import HIST_INDEX, frame_batch  # noqa: E402
+from iat.models.batching import HIST_INDEX, N_GAP_BUCKETS, frame_batch  # noqa: E402
 from iat.models.ranker import Ranker  # noqa: E402
 
 TOKEN_DIM = 64

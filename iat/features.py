@@ -139,7 +139,7 @@ class FeatureEncoder:
         return cls(Schema.from_dict(d["schema"]), d["vocabs"], d["num_stats"])
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), default=_json_default))
+        Path(path).write_text(json.dumps(self.to_dict(), default=json_default))
 
     @classmethod
     def load(cls, path: str | Path) -> "FeatureEncoder":
@@ -151,7 +151,10 @@ def _slog(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.log1p(np.abs(x))
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """``json.dumps(default=...)`` for what bundles and encoders hold besides plain values: numpy scalars, paths."""
     if isinstance(o, np.generic):
         return o.item()
+    if isinstance(o, Path):
+        return str(o)
     raise TypeError(f"not JSON serialisable: {type(o)}")

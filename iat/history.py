@@ -19,12 +19,9 @@ import pandas as pd
 import torch
 
 from iat.features import DOMAIN_FIELD, EncodedFrame, FeatureEncoder
-from iat.models.batching import HIST_INDEX, frame_batch
+from iat.models.batching import HIST_INDEX, frame_batch, gap_bucket
 from iat.tokens.fetch import locate_before
 from iat.tokens.store import CONVERSION_PAD, TokenStore
-
-N_GAP_BUCKETS = 32
-
 
 DAY_S = 86_400
 
@@ -34,11 +31,6 @@ def hour_and_weekday(ts: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.n
     hour = (ts % DAY_S) // 3600 + 1
     weekday = (ts // DAY_S + 3) % 7 + 1  # 1970-01-01 was a Thursday
     return np.where(mask, hour, 0), np.where(mask, weekday, 0)
-
-
-def gap_bucket(gap_seconds: np.ndarray) -> np.ndarray:
-    """Bucketed log2 time gap; 0 is reserved for padding."""
-    return np.minimum(np.log2(np.maximum(gap_seconds, 0) + 1).astype(np.int64) + 1, N_GAP_BUCKETS - 1)
 
 
 @dataclass
@@ -109,7 +101,7 @@ class HistoryAssembler:
             idx, mask = self.clicks.fetch(user_id, ts, self.base_L)
             out["seq_item"] = torch.from_numpy(self._ids("item_id", self.clicks.item_id[idx], mask))
             out["seq_cat"] = torch.from_numpy(self._ids(self.cat_field, self.clicks.category[idx], mask))
-            out["seq_gap"] = torch.from_numpy(np.where(mask, gap_bucket(ts[:, None] - self.clicks.ts[idx]), 0))
+            out["seq_gap"] = gap_bucket(torch.from_numpy(ts[:, None] - self.clicks.ts[idx])) * torch.from_numpy(mask)
             out["seq_mask"] = torch.from_numpy(mask)
         if self.store is not None:
             h = self.store.fetch_before(user_id, ts, self.L)
@@ -118,7 +110,7 @@ class HistoryAssembler:
             out["tok_mask"] = torch.from_numpy(h.mask)
             out["tok_click"] = torch.from_numpy((h.click.astype(np.int64) + 1))  # pad -1 -> 0, 0 -> 1, 1 -> 2
             out["tok_conv"] = torch.from_numpy(h.conversion.astype(np.int64) - CONVERSION_PAD)  # pad 0, unknown 1, 0 -> 2, 1 -> 3
-            out["tok_gap"] = torch.from_numpy(np.where(h.mask, gap_bucket(h.time_gap), 0))
+            out["tok_gap"] = gap_bucket(torch.from_numpy(h.time_gap)) * torch.from_numpy(h.mask)
             hour, weekday = hour_and_weekday(h.ts, h.mask)
             out["tok_hour"], out["tok_weekday"] = torch.from_numpy(hour), torch.from_numpy(weekday)
             out["tok_domain"] = torch.from_numpy(self._dom_map[h.domain.astype(np.int64) + 1])

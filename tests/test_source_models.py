@@ -209,6 +209,11 @@ def test_bundle_round_trip_gives_identical_predictions(log, kind: str, tmp_path:
     batches = make_batches(loaded.model, frame, split, "test", 512)
     a, b = predict_all(bundle.model, batches), predict_all(loaded.model, batches)
     assert np.array_equal(a["p"], b["p"]) and len(a["p"]) == (split == "test").sum()
+    if kind != "logreg":  # one predict contract with the rankers: the conversion task reads p_conv
+        from iat.train import evaluate_model
+
+        m = evaluate_model(loaded.model, batches, task="conversion")
+        assert 0 < m["auc"] < 1 and m["n"] == int(((split == "test") & (df["click"].to_numpy() == 1)).sum())
 
 
 TUNED_LR = {"logreg": 3e-3, "temporal": 3e-3, "user_order": 2e-3}  # as in bench/source_quality.py

@@ -23,8 +23,16 @@ from iat.features import EncodedFrame
 
 ORDERS = ("time", "shuffle")
 HIST_INDEX = "hist_index"
+N_GAP_BUCKETS = 32  # time-gap buckets of every history (base sequence, instance tokens, the SIT's rows)
 # What HistoryAssembler adds: the base behaviour sequence and the instance-token sequence with its side info.
 HISTORY_KEYS = ("seq_item", "seq_cat", "seq_gap", "seq_mask", "tok", "tok_mask", "tok_click", "tok_conv", "tok_gap", "tok_hour", "tok_weekday", "tok_domain", "tok_item", "tok_cat")
+
+
+def gap_bucket(gap_seconds: torch.Tensor, n_buckets: int = N_GAP_BUCKETS) -> torch.Tensor:
+    """1 + floor(log2(1 + gap)) of a gap in seconds (negative counts as 0), clamped to the table; 0 is left to the
+    callers for padding / no earlier row. Computed in float64, so a bucket edge never moves with the dtype."""
+    b = 1 + torch.floor(torch.log2(1.0 + gap_seconds.clamp(min=0).double())).long()
+    return b.clamp(max=n_buckets - 1)
 
 
 def gather_rows(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:

@@ -193,4 +193,4 @@ class HGAQTokenizer(nn.Module):
         h = self.project(batch)
         x = self.quantize(h)[1] if quantized else h
         p = torch.sigmoid(self.head(x.flatten(1)))
-        return {"p": p[:, 0], "y": batch["click"], "user": batch["user_id"], "p_conversion": p[:, 1], "y_conversion": batch["conversion"]}
+        return {"p": p[:, 0], "y": batch["click"], "user": batch["user_id"], "p_conv": p[:, 1], "y_conversion": batch["conversion"]}

@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from iat.features import FeatureEncoder
-from iat.history import N_GAP_BUCKETS
-from iat.models.batching import HIST_INDEX
+from iat.models.batching import HIST_INDEX, N_GAP_BUCKETS
 from iat.models.layers import FieldEmbedding, mlp
 from iat.models.seq import LabelAttention, build_seq_module
 from iat.models.source import click_conversion_loss

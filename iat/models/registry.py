@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from iat import distributed as dist
-from iat.features import EncodedFrame, FeatureEncoder
+from iat.features import EncodedFrame, FeatureEncoder, json_default
 from iat.models.batching import RowBatches
 from iat.models.hgaq import HGAQTokenizer
 from iat.models.logreg import LogRegModel
@@ -96,14 +96,6 @@ def weights_hash(model: nn.Module) -> str:
     return h.hexdigest()[:12]
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o)}")
-
-
 def save_bundle(bundle: SourceBundle, folder: str | Path) -> Path:
     """Write the bundle folder; files are written to a temp folder first, then moved in, so a reader never
     sees half a bundle."""
@@ -117,9 +109,9 @@ def save_bundle(bundle: SourceBundle, folder: str | Path) -> Path:
             (tmp / MODEL_FILE).write_bytes(buf.getvalue())
         else:  # a model that writes its own file (the GBDT's LightGBM text)
             bundle.model.save(tmp)
-        (tmp / CONFIG_FILE).write_text(json.dumps(bundle.config, indent=2, default=_json_default))
+        (tmp / CONFIG_FILE).write_text(json.dumps(bundle.config, indent=2, default=json_default))
         bundle.encoder.save(tmp / ENCODER_FILE)
-        (tmp / METRICS_FILE).write_text(json.dumps(bundle.metrics, indent=2, default=_json_default))
+        (tmp / METRICS_FILE).write_text(json.dumps(bundle.metrics, indent=2, default=json_default))
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

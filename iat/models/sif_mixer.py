@@ -18,8 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from iat.history import N_GAP_BUCKETS
-from iat.models.batching import HIST_INDEX, gather_rows
+from iat.models.batching import HIST_INDEX, N_GAP_BUCKETS, gather_rows
 from iat.models.hgaq import HGAQTokenizer
 from iat.models.layers import mlp
 from iat.models.seq import _PreLNBlock

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from iat.models.batching import gap_bucket
+
 SELF_LABEL = 2  # label id a position carries when it attends to itself (0/1 are the clicks of earlier rows)
 _NEVER = torch.iinfo(torch.int64).max  # ts given to padding: later than every real row
 
@@ -43,8 +45,7 @@ def gap_buckets(t: torch.Tensor, first: torch.Tensor, n_buckets: int) -> torch.T
     """Bucket of the seconds since the latest strictly earlier row: 0 when there is none (or at padding), else
     1 + floor(log2(1 + gap)), clamped to the table."""
     prev = torch.gather(t, 1, (first - 1).clamp(min=0))
-    gap = (t - prev).clamp(min=0).double()
-    b = 1 + torch.floor(torch.log2(1.0 + gap)).long().clamp(max=n_buckets - 2)
+    b = gap_bucket(t - prev, n_buckets)
     return torch.where((first > 0) & (t != _NEVER), b, torch.zeros_like(b))
 
 

@@ -48,6 +48,6 @@ class TemporalSourceModel(nn.Module):
             "p": torch.sigmoid(click_logit),
             "y": batch["click"],
             "user": batch["user_id"],
-            "p_conversion": torch.sigmoid(conv_logit),
+            "p_conv": torch.sigmoid(conv_logit),
             "y_conversion": batch["conversion"],
         }

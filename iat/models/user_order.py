@@ -202,7 +202,7 @@ class UserOrderSourceModel(nn.Module):
             "p": torch.sigmoid(click_logit),
             "y": batch["click"][m],
             "user": batch["user_id"][m],
-            "p_conversion": torch.sigmoid(conv_logit),
+            "p_conv": torch.sigmoid(conv_logit),
             "y_conversion": batch["conversion"][m],
             "instance_id": batch["instance_id"][m],
         }
