@@ -36,7 +36,6 @@ from prometheus_client import Counter, Histogram
 from starlette.responses import JSONResponse
 
 from iat.serving_core import RequestError, ServingCore
-from iat.serving_package import PACKAGE_FILE
 from serving.limits import BodySizeLimit, max_body_bytes
 from serving.api_models import (
     IngestResponse,
@@ -61,17 +60,6 @@ _HISTORY = Histogram("iat_history_tokens", "instance tokens fetched per /rank re
 def package_path() -> Path:
     p = Path(os.environ.get("IAT_SERVING_PACKAGE", DEFAULT_PACKAGE))
     return p if p.is_absolute() else SOURCE_ROOT / p
-
-
-# Checked when the module is imported, i.e. by `bentoml build` and by `bentoml serve` before any worker starts: a Bento
-# built without its package, or a serve pointed at none, fails at once with this message instead of a service whose
-# worker dies at start-up while the server keeps running.
-if not (package_path() / PACKAGE_FILE).is_file():
-    raise RuntimeError(
-        f"no serving package at {package_path()} ({PACKAGE_FILE} missing): set IAT_SERVING_PACKAGE to a folder written by "
-        "`iat package`, or build the Bento with `iat package` (a plain `bentoml build -f deploy/bentofile.yaml` needs the "
-        "package as package/ in the build context)"
-    )
 
 
 def _error(e: RequestError) -> JSONResponse:

@@ -4,7 +4,7 @@ import pandas as pd
 from zenml import log_metadata, step
 
 from iat.data.registry import load_dataset
-from iat.paths import confined
+from iat.limits import confined
 
 
 @step

@@ -6,7 +6,7 @@ from zenml.types import HTMLString
 
 from iat.abtest import ABConfig
 from iat.drift import DriftConfig
-from iat.paths import confined
+from iat.limits import confined
 from monitoring.run import run_ab, run_drift
 
 

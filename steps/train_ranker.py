@@ -6,6 +6,7 @@ from zenml import log_metadata, step
 from iat.dist_train import train_downstream_with
 from iat.downstream import DownstreamData, DownstreamSpec, RankerBundle
 from iat.models.registry import SourceBundle
+from iat.limits import check_run_bounds
 from iat.schema import Schema
 from iat.tokens import TokenStore
 from iat.train import TrainConfig
@@ -35,6 +36,7 @@ def train_ranker(
     ``processes`` > 1: train with that many DDP processes on this machine (torchrun; users sharded across them,
     ``batch_size`` stays the global batch); each bundle comes back from rank 0.
     """
+    check_run_bounds(L=L, epochs=epochs, n_boot=n_boot, seeds=seeds, processes=processes)
     spec = dict(spec)
     if L is not None and spec.get("tokens") is not None:
         spec["L"] = int(L)

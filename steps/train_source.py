@@ -6,6 +6,7 @@ from zenml import get_step_context, log_metadata, step
 
 from iat.dist_train import train_source_with
 from iat.models.registry import SourceBundle
+from iat.limits import check_run_bounds
 from iat.schema import Schema
 from iat.train import TrainConfig
 from steps.materializers import SourceBundleMaterializer
@@ -34,6 +35,7 @@ def train_source(
     ``batch_size`` stays the global batch); the bundle comes back from rank 0.
     """
     check_source_model(kind)
+    check_run_bounds(epochs=epochs, n_boot=n_boot, processes=processes)
     overrides = {k: int(v) for k, v in (("seed", seed), ("epochs", epochs)) if v is not None}
     cfg = TrainConfig(**{**(train_config or {}), **overrides})
     bundle = train_source_with(

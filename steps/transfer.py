@@ -7,7 +7,7 @@ from zenml import log_metadata, step
 from zenml.logger import get_logger
 from zenml.types import MarkdownString
 
-from iat.paths import confined, data_root
+from iat.limits import confined, data_root
 from iat.schema import Schema
 from iat.transfer import TransferConfig, run_transfer, work_key
 

@@ -4,7 +4,7 @@ import pandas as pd
 from zenml import log_metadata, step
 from zenml.types import HTMLString
 
-from iat.paths import confined
+from iat.limits import confined
 from iat.schema import Schema
 from quality import QuarantineThresholdError, validate_log, write_validation_outputs
 

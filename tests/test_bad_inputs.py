@@ -165,7 +165,7 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(monkeypat
 
 
 def test_paths_outside_the_data_root_are_refused(monkeypatch, tmp_path):
-    from iat.paths import PathOutsideRootError, confined
+    from iat.limits import PathOutsideRootError, confined
 
     monkeypatch.setenv("IAT_DATA_ROOT", str(tmp_path / "root"))
     (tmp_path / "root").mkdir()
@@ -236,3 +236,14 @@ def test_a_downstream_run_without_its_source_fails_before_a_ranker_version_exist
         downstream_pipeline(spec=spec, source="no_such_source")
     with pytest.raises(KeyError):
         Client().get_model("iat-ranker-bad-input-probe")  # no empty model (version) left behind
+
+
+def test_run_parameters_a_caller_can_set_are_bounded():
+    """A deployed pipeline's invoke can set epochs, L, n_boot, seeds: none may book the machine for days."""
+    from iat.limits import check_run_bounds
+
+    check_run_bounds(epochs=20, L=256, n_boot=200, seeds=[0, 1, 2], processes=2)
+    for kw, msg in (({"epochs": 10**9}, "epochs must be 1 to 1000"), ({"L": 0}, "L must be 1 to 4096"),
+                    ({"n_boot": -1}, "n_boot must be 0 to 10000"), ({"seeds": list(range(50))}, "seeds must be a list of 1 to 20 seeds")):
+        with pytest.raises(ValueError, match=msg):
+            check_run_bounds(**kw)

@@ -80,6 +80,8 @@ def test_monitor_pipeline_fills_the_workspace(iat_home: Path) -> None:
     # the dashboards are there and hold the panels the README shows
     titles = {p.title for p in ws.get_dashboard(projects[AB_PROJECT].id).panels}
     assert {"Daily CTR (clicks / impressions) per arm", "Uplift of CTR so far, with 95% CI"} <= titles
+    heading = next(p for p in ws.get_dashboard(projects[AB_PROJECT].id).panels if p.title == "Online A/B test")
+    assert "control = random, treatment = column:item_prior_ctr" in heading.subtitle  # the arms that ran
     assert "Share of drifted token dimensions" in {p.title for p in ws.get_dashboard(projects[DRIFT_PROJECT].id).panels}
     # a second run adds snapshots and leaves the dashboards as they were (no duplicated panels)
     before = len(ws.get_dashboard(projects[AB_PROJECT].id).panels)

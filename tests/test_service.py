@@ -203,18 +203,3 @@ def test_the_documented_request_bodies_work_as_written(svc):
         answers[route] = r.json()
     assert [s["item_id"] for s in answers["rank"]["scores"]] == [57, 91] and 0 < answers["rank"]["scores"][0]["p_ctr"] < 1
     assert answers["label"]["store_version"] > answers["ingest"]["store_version"]
-
-
-@pytest.mark.parametrize("cmd", [["serve", "serving.service:IATRanker", "--host", "127.0.0.1", "--port", "0"], ["build", "-f", "deploy/bentofile.yaml", "."]])
-def test_serve_or_build_without_a_serving_package_fails_at_once(tmp_path, cmd):
-    """No silent Bento without a model, no server left running with a dead worker."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    env = {**os.environ, "IAT_SERVING_PACKAGE": str(tmp_path / "nothing"), "BENTOML_HOME": str(tmp_path / "bentoml")}
-    if cmd[0] == "build":
-        env.pop("IAT_SERVING_PACKAGE")  # the bentofile's default: package/ in the build context, absent here
-    p = subprocess.run([sys.executable, "-m", "bentoml", *cmd], env=env, cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=120)
-    assert p.returncode != 0 and "no serving package at" in p.stderr and "iat package" in p.stderr
