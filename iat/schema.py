@@ -42,8 +42,8 @@ SPLITS: tuple[str, ...] = ("train", "valid", "test")
 DEFAULT_TS_MIN = 0
 DEFAULT_TS_MAX = 4_102_444_800
 
-# The label contract, one rule per field; validation (quality.suite), the file loader's checks and /ingest
-# (iat.serving_core) state and enforce the same rules.
+# The label contract, one rule per field: validation (quality.suite, as GX expectations) and /ingest
+# (iat.serving_core, through label_problem) state and enforce the same rules.
 LABEL_RULES: dict[str, str] = {
     "click": "'click' is 0 or 1",
     "conversion": "'conversion' is 0 or 1 on a clicked row (click = 1) and null on every other row",

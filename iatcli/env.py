@@ -32,10 +32,13 @@ def quiet_tracebacks() -> None:
     """Log records of ZenML (a failed step: ~200 lines, each twice) carry no traceback: the CLI prints the error
     itself, in one line. ``iat --debug`` (or ``IAT_DEBUG=1``) keeps them."""
     make = logging.getLogRecordFactory()
+    if getattr(make, "quiet_tracebacks", False):
+        return  # installed already (main() runs more than once in one process: tests)
 
     def record(name: str, level: int, fn: str, lno: int, msg: object, args: Any, exc_info: Any, *rest: Any, **kw: Any) -> logging.LogRecord:
         if name.startswith("zenml"):
             exc_info = None
         return make(name, level, fn, lno, msg, args, exc_info, *rest, **kw)
 
+    record.quiet_tracebacks = True  # type: ignore[attr-defined]
     logging.setLogRecordFactory(record)

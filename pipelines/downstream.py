@@ -35,10 +35,7 @@ def _downstream_pipeline(
 ) -> None:
     """split log (+ token store, + HGAQ tokenizer for the SIF-Mixer) of a source model version -> train_ranker."""
     mv = Client().get_model_version(f"iat-source-{source}", source_version)
-    uses_tokens = spec.get("tokens") is not None
-    store = mv.get_artifact("token_store") if uses_tokens else None
-    if uses_tokens and store is None:
-        raise ValueError(f"iat-source-{source}:{source_version} has no token store yet: run `iat run tokens --source {source}` first")
+    store = mv.get_artifact("token_store") if spec.get("tokens") is not None else None  # present: downstream_pipeline checked
     tokenizer = mv.get_artifact("source_bundle") if spec.get("model") == "sif_mixer" else None
     train_ranker(
         mv.get_artifact("split_instances"), mv.get_artifact("schema"), spec, store, tokenizer, train_config=train_config, n_boot=n_boot, processes=processes

@@ -19,11 +19,10 @@ MAX_CANDIDATES = 512  # candidates per rank request
 MAX_FEATURES = 256  # entries in one features / context mapping
 MAX_NAME = 64  # characters of a feature name or a domain
 MAX_STRING = 256  # characters of a string feature value
-MAX_TS = DEFAULT_TS_MAX  # 2100-01-01: a ts beyond it is a unit mistake (ms or us), not a date (the offline rule too)
 INT64 = 2**63
 
 Int64 = Annotated[int, Field(strict=True, ge=-INT64, le=INT64 - 1)]
-Ts = Annotated[int, Field(strict=True, ge=DEFAULT_TS_MIN, le=MAX_TS, description="seconds since the epoch (UTC)")]
+Ts = Annotated[int, Field(strict=True, ge=DEFAULT_TS_MIN, le=DEFAULT_TS_MAX, description="seconds since the epoch (UTC); the offline rule too")]
 Bit = Annotated[int, Field(strict=True, ge=0, le=1)]
 Name = Annotated[str, Field(strict=True, min_length=1, max_length=MAX_NAME)]
 

@@ -22,12 +22,13 @@ def validate(
     The quarantine file and report are written before the threshold check can fail the step, so a failed
     run still leaves every rejected row on disk.
     """
+    reports = confined(reports_dir, "reports_dir")  # before the work: a refused path fails at once
     try:
         result = validate_log(raw_instances, Schema.from_dict(schema), max_quarantine_share=max_quarantine_share)
     except QuarantineThresholdError as e:
-        write_validation_outputs(e.result, confined(reports_dir, "reports_dir"))
+        write_validation_outputs(e.result, reports)
         raise
-    paths = write_validation_outputs(result, confined(reports_dir, "reports_dir"))
+    paths = write_validation_outputs(result, reports)
     log_metadata(
         {"input_rows": result.n_input, "clean_rows": len(result.clean), "quarantined_rows": len(result.quarantine), "failures": dict(result.counts)},
         infer_artifact=True,

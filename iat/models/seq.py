@@ -39,18 +39,20 @@ class DIN(_EmptyAware):
         """[B, L] attention logits. The first layer reads [q, s, q - s, q * s]; split into its query, history and
         product terms (W_q + W_d) q + (W_s - W_d) s + W_p (q * s), the query term runs once per query, the history
         term once per history, and only the product once per (query, position): the numbers of the concatenation."""
+        return self._scores(query, seq, gather_rows(seq, index), index)
+
+    def _scores(self, query: torch.Tensor, seq: torch.Tensor, rows: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+        """``scores`` given ``rows`` = each query's history [B, L, d], which ``forward`` gathers once for both uses."""
         first, rest = self.att[0], self.att[1:]
-        d = seq.shape[-1]
-        w_q, w_s, w_d, w_p = first.weight.split(d, dim=1)
-        rows = gather_rows(seq, index)
+        w_q, w_s, w_d, w_p = first.weight.split(seq.shape[-1], dim=1)
         h = gather_rows(seq @ (w_s - w_d).T, index) + (query.unsqueeze(1) * rows) @ w_p.T + (query @ (w_q + w_d).T + first.bias).unsqueeze(1)
         return rest(h).squeeze(-1)
 
     def forward(self, query: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        mask_q = gather_rows(mask, index)
+        rows, mask_q = gather_rows(seq, index), gather_rows(mask, index)
         # DIN keeps weights unnormalised (sigmoid) so the pooled norm carries how much history matched.
-        w = torch.sigmoid(self.scores(query, seq, index)) * mask_q
-        out = torch.bmm(w.unsqueeze(1), gather_rows(seq, index)).squeeze(1) / mask_q.sum(1, keepdim=True).clamp(min=1)
+        w = torch.sigmoid(self._scores(query, seq, rows, index)) * mask_q
+        out = torch.bmm(w.unsqueeze(1), rows).squeeze(1) / mask_q.sum(1, keepdim=True).clamp(min=1)
         return self._fill_empty(out, mask_q)
 
 
