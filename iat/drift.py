@@ -5,7 +5,14 @@
   0.5 when they are indistinguishable and grows with any shift of means or spreads along any direction.
 - ``code_usage_drift``: for HGAQ codes, the Jensen-Shannon distance between the code histograms of the two
   windows beyond what sampling noise gives, per (sub-token, level), summarised per level.
-- ``decide``: turns the measured numbers into a ``DriftVerdict`` (drifted?, which action, why).
+- ``decide``: turns the measured numbers (``DriftMeasures``) into a ``DriftVerdict`` (drifted?, which action, why).
+
+Any log drifts week on week on its own: lifetime counts grow, item ages and strict-past rates move, the active
+users change. A fixed threshold then either fires on every week or misses real shifts. ``decide`` therefore judges
+the current window against a **control pair** measured the same way: an earlier window of the log against the
+reference, as far before it as the current window is after it. A measure flags only where the current window
+drifts clearly more than the control (``DriftConfig.column_margin``, ``embedding_margin``, ...); without a control
+the absolute thresholds apply.
 
 Per-dimension and raw-feature drift are computed by Evidently (``monitoring/``); their numbers enter ``decide``.
 """
@@ -40,6 +47,15 @@ class DriftConfig:
     unseen_share: float = 0.3  # ... or this share of current rows carry an id the reference never saw ...
     unseen_groups: tuple[str, ...] = ("item",)  # ... in these groups (new users arrive in any healthy log) ...
     prediction_threshold: float = 0.1  # ... or the model's predictions drift this much (normed Wasserstein)
+    # Against a control pair (the log's own drift over the same lag): a column / token dimension moved when its
+    # statistic passes column_threshold and the control's by column_margin (by group_margin for a group's columns:
+    # lifetime counts move with whichever users were active that week); the classifier AUC must pass the control's
+    # by embedding_margin; shares (dimensions, code levels, unseen ids) and prediction drift must pass the control's
+    # by their absolute thresholds above. Margins measured in bench/bench_drift_shifts.py (docs/RESULTS.md).
+    column_margin: float = 0.2
+    group_margin: dict[str, float] = field(default_factory=lambda: {"cross": 0.5})
+    embedding_margin: float = 0.02
+    auc_drop: float = 0.015  # the model's AUC on the current window falls this much below the reference's (labels known by then)
     rolling_days: int = 7  # a dashboard point covers the week up to its day (a lone day differs by its weekday)
     max_categories: int = 200  # categoricals with more reference values are id-like: unseen share, not a distribution test
     seed: int = 0
@@ -68,14 +84,35 @@ class DriftConfig:
 
 
 @dataclass
+class DriftMeasures:
+    """The numbers one pair of windows gave; a measure left as None was not taken and does not vote.
+
+    Per-column statistics (``dim_stats`` per token dimension, ``column_stats`` per raw feature) come from the
+    detailed report and let ``decide`` compare column by column with a control pair; without them the shares
+    Evidently counted (``dim_drift_share``, ``feature_group_share``) are used as they are."""
+
+    dim_drift_share: float | None = None  # share of token dimensions that drifted (dense tokens)
+    dim_stats: dict[str, float] | None = None  # token dimension -> drift statistic
+    embedding_score: float | None = None  # domain-classifier AUC (dense tokens)
+    code_level_share: dict[int, float] | None = None  # level -> share of sub-tokens whose code usage drifted
+    feature_drift_share: float | None = None  # over all feature columns (reported; groups vote)
+    feature_group_share: dict[str, float] | None = None  # group -> share of its columns that drifted
+    column_stats: dict[str, float] | None = None  # feature column -> drift statistic
+    unseen_value_share: dict[str, float] | None = None  # id-like column of an unseen_groups group -> share of rows with an unseen id
+    prediction_drift: float | None = None
+    auc_change: float | None = None  # the model's AUC on the current window minus that on the reference
+
+
+@dataclass
 class DriftVerdict:
     """What the drift checks found and what to do about it.
 
-    ``action``: ``retrain_source`` when the inputs moved (the world changed: retrain the source model on recent
-    data, then re-materialise the tokens); ``rematerialize`` when the tokens moved while no measured input did:
-    tokens are a function of the inputs, so the stored tokens no longer match what the source model makes of
-    these inputs (tokens written by another encoder version, a feature bug on the ingest path) - re-encode them,
-    after checking the store's source version; ``none`` otherwise.
+    ``action``: ``retrain_source`` when the inputs moved or the model's AUC fell (the world changed: retrain the
+    source model on recent data, then re-materialise the tokens), also when only the tokens moved while the input columns were measured
+    (tokens are a function of the inputs: the inputs moved together, e.g. which categories users click, in a way
+    no single column shows); ``rematerialize`` when the tokens moved and no input was measured: check the store's
+    source version (tokens written by another encoder version, a feature bug on the ingest path) and re-encode;
+    ``none`` otherwise. ``moved_columns`` names the feature columns that moved beyond the control.
     """
 
     drifted: bool
@@ -83,13 +120,16 @@ class DriftVerdict:
     input_drift: bool
     action: str
     reasons: list[str] = field(default_factory=list)
-    dim_drift_share: float | None = None  # share of token dimensions that drifted (dense tokens)
-    embedding_score: float | None = None  # domain-classifier AUC (dense tokens)
-    code_level_share: dict[int, float] | None = None  # level -> share of sub-tokens whose code usage drifted
-    feature_drift_share: float | None = None  # over all feature columns (reported; groups vote)
-    feature_group_share: dict[str, float] | None = None  # group -> share of its columns that drifted
-    unseen_value_share: dict[str, float] | None = None  # id-like column of an unseen_groups group -> share of rows with an unseen id
+    dim_drift_share: float | None = None
+    embedding_score: float | None = None
+    code_level_share: dict[int, float] | None = None
+    feature_drift_share: float | None = None
+    feature_group_share: dict[str, float] | None = None
+    unseen_value_share: dict[str, float] | None = None
     prediction_drift: float | None = None
+    auc_change: float | None = None
+    moved_columns: list[str] = field(default_factory=list)
+    control: DriftMeasures | None = None  # the control pair's numbers, when one was measured
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,7 +179,9 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, iters: int = 30) -> n
 def domain_classifier_auc(reference: Any, current: Any, seed: int = 0, l2: float = 1.0) -> float:
     """Held-out AUC of a classifier that tells ``current`` rows from ``reference`` rows (0.5 = no drift).
 
-    Half of each window trains the classifier, the other half scores it, so the AUC is not inflated by fitting.
+    Half of each window trains the classifier, the other half scores it, so the AUC is not inflated by fitting;
+    then the halves swap and the two held-out AUCs are averaged (every row is scored once: half the variance of
+    one split, which matters when the verdict compares this AUC with a control pair's).
     Features: each dimension standardised by the reference, and its square (shifts of spread, not only mean).
     """
     ref, cur = _check_2d("reference", reference), _check_2d("current", current)
@@ -156,8 +198,11 @@ def domain_classifier_auc(reference: Any, current: Any, seed: int = 0, l2: float
     for cls in (0, 1):  # a stratified half
         idx = np.flatnonzero(y == cls)
         train[rng.choice(idx, len(idx) // 2, replace=False)] = True
-    beta = _fit_logistic(x[train], y[train], l2)
-    return auc(y[~train].astype(np.int8), x[~train] @ beta)
+    folds = []
+    for fit_on in (train, ~train):
+        beta = _fit_logistic(x[fit_on], y[fit_on], l2)
+        folds.append(auc(y[~fit_on].astype(np.int8), x[~fit_on] @ beta))
+    return float(np.mean(folds))
 
 
 def code_histograms(codes: Any, n_codes: int = 256) -> np.ndarray:
@@ -235,60 +280,108 @@ def code_usage_drift(
     return CodeDrift(distance=d, level_mean=d.mean(axis=0), level_share=(d > threshold).mean(axis=0))
 
 
-def decide(
-    cfg: DriftConfig,
-    dim_drift_share: float | None = None,
-    embedding_score: float | None = None,
-    code_level_share: dict[int, float] | None = None,
-    feature_drift_share: float | None = None,
-    feature_group_share: dict[str, float] | None = None,
-    unseen_value_share: dict[str, float] | None = None,
-    prediction_drift: float | None = None,
-) -> DriftVerdict:
-    """The verdict from the measured numbers; a measure left as None was not taken and does not vote."""
+def _moved(stats: dict[str, float], control: dict[str, float], threshold: float, margin: Any) -> list[str]:
+    """Columns whose statistic passes ``threshold`` and the control's by ``margin(column)``."""
+    return [c for c, v in stats.items() if v >= threshold and v - control.get(c, 0.0) >= margin(c)]
+
+
+def decide(cfg: DriftConfig, current: DriftMeasures, control: DriftMeasures | None = None, groups: dict[str, str] | None = None) -> DriftVerdict:
+    """The verdict on ``current``, judged against ``control`` (the log's own drift over the same lag) when given.
+
+    ``groups``: feature column -> its schema group (per-group margins and shares of moved columns)."""
+    cur, ctl = current, control or DriftMeasures()
+    groups = groups or {}
+    against = " (control pair: {:{f}})"
     reasons: list[str] = []
     token = False
-    if dim_drift_share is not None and dim_drift_share >= cfg.dim_share:
+
+    dim_share = cur.dim_drift_share
+    if cur.dim_stats and ctl.dim_stats:
+        dim_share = len(_moved(cur.dim_stats, ctl.dim_stats, cfg.column_threshold, lambda _: cfg.column_margin)) / len(cur.dim_stats)
+    if dim_share is not None and dim_share >= cfg.dim_share:
         token = True
-        reasons.append(f"{dim_drift_share:.0%} of token dimensions drifted (threshold {cfg.dim_share:.0%})")
-    if embedding_score is not None and embedding_score >= cfg.embedding_auc:
-        token = True
-        reasons.append(f"a classifier tells the token windows apart with AUC {embedding_score:.3f} (threshold {cfg.embedding_auc})")
-    for level, share in sorted((code_level_share or {}).items()):
-        if share >= cfg.code_level_share:
+        beyond = " beyond the control pair" if cur.dim_stats and ctl.dim_stats else ""
+        reasons.append(f"{dim_share:.0%} of token dimensions drifted{beyond} (threshold {cfg.dim_share:.0%})")
+    if cur.embedding_score is not None:
+        if ctl.embedding_score is not None:
+            if cur.embedding_score - ctl.embedding_score >= cfg.embedding_margin:
+                token = True
+                reasons.append(
+                    f"a classifier tells the token windows apart with AUC {cur.embedding_score:.3f}, "
+                    f"{cur.embedding_score - ctl.embedding_score:+.3f} over the control pair's {ctl.embedding_score:.3f} (margin {cfg.embedding_margin})"
+                )
+        elif cur.embedding_score >= cfg.embedding_auc:
             token = True
-            reasons.append(f"code usage drifted in {share:.0%} of level-{level} sub-tokens (threshold {cfg.code_level_share:.0%})")
+            reasons.append(f"a classifier tells the token windows apart with AUC {cur.embedding_score:.3f} (threshold {cfg.embedding_auc})")
+    for level, share in sorted((cur.code_level_share or {}).items()):
+        base = (ctl.code_level_share or {}).get(level, 0.0)
+        if share - base >= cfg.code_level_share:
+            token = True
+            reasons.append(f"code usage drifted in {share:.0%} of level-{level} sub-tokens" + (against.format(base, f=".0%") if control else "") + f" (threshold {cfg.code_level_share:.0%})")
+
     inputs = False
-    for group, share in sorted((feature_group_share or {}).items()):
-        limit = cfg.group_share.get(group, cfg.feature_share)
-        if share >= limit:
+    moved: list[str] = []
+    group_share = cur.feature_group_share
+    if cur.column_stats and ctl.column_stats:
+        margin = lambda c: cfg.group_margin.get(groups.get(c, ""), cfg.column_margin)  # noqa: E731
+        moved = _moved(cur.column_stats, ctl.column_stats, cfg.column_threshold, margin)
+        for c in moved:
             inputs = True
-            reasons.append(f"{share:.0%} of the {group} features drifted (threshold {limit:.0%})")
-    for column, share in sorted((unseen_value_share or {}).items()):
-        if share >= cfg.unseen_share:
+            reasons.append(f"feature {c} drifted by {cur.column_stats[c]:.3f}" + against.format(ctl.column_stats.get(c, 0.0), f=".3f") + f" (margin {margin(c)})")
+        by_group: dict[str, list[str]] = {}
+        for c in cur.column_stats:
+            by_group.setdefault(groups.get(c, "other"), []).append(c)
+        group_share = {g: sum(c in moved for c in cols) / len(cols) for g, cols in by_group.items()}
+    else:
+        for group, share in sorted((group_share or {}).items()):
+            limit = cfg.group_share.get(group, cfg.feature_share)
+            if share >= limit:
+                inputs = True
+                reasons.append(f"{share:.0%} of the {group} features drifted (threshold {limit:.0%})")
+    for column, share in sorted((cur.unseen_value_share or {}).items()):
+        base = (ctl.unseen_value_share or {}).get(column, 0.0)
+        if share - base >= cfg.unseen_share:
             inputs = True
-            reasons.append(f"{share:.0%} of current rows have {column} values the reference never saw (threshold {cfg.unseen_share:.0%})")
-    if prediction_drift is not None and not math.isnan(prediction_drift) and prediction_drift >= cfg.prediction_threshold:
+            reasons.append(f"{share:.0%} of current rows have {column} values the reference never saw" + (against.format(base, f=".0%") if control else "") + f" (threshold {cfg.unseen_share:.0%})")
+    pred = cur.prediction_drift
+    if pred is not None and not math.isnan(pred):
+        base = ctl.prediction_drift if ctl.prediction_drift is not None and not math.isnan(ctl.prediction_drift) else 0.0
+        if pred - base >= cfg.prediction_threshold:
+            inputs = True
+            reasons.append(f"predictions drifted by {pred:.3f}" + (against.format(base, f=".3f") if control else "") + f" (threshold {cfg.prediction_threshold})")
+
+    # Judged alone: the control's AUC change is itself the difference of two noisy AUCs, and subtracting it
+    # doubled the noise (3 false alarms in 9 unshifted seeds with it, none without; bench_drift_shifts.py).
+    if cur.auc_change is not None and -cur.auc_change >= cfg.auc_drop:
         inputs = True
-        reasons.append(f"predictions drifted by {prediction_drift:.3f} (threshold {cfg.prediction_threshold})")
+        reasons.append(f"the model's AUC changed by {cur.auc_change:+.4f} on the current window (drop threshold {cfg.auc_drop})")
+    measured_inputs = bool(cur.column_stats or cur.feature_group_share or cur.unseen_value_share) or pred is not None
     if inputs:
         action = "retrain_source"
+    elif token and measured_inputs:
+        action = "retrain_source"
+        reasons.append("the tokens moved while no single input column did: the inputs moved together (tokens are a function of them)")
     elif token:
         action = "rematerialize"
-        reasons.append("no measured input moved while the tokens did: check the store's source version, then re-encode")
+        reasons.append("the tokens moved and no input was measured: check the store's source version, then re-encode")
     else:
         action = "none"
+    if control is None and (token or inputs):
+        reasons.append("no control window in the store: absolute thresholds (a log's own week-on-week drift may pass them)")
     return DriftVerdict(
         drifted=token or inputs,
         token_drift=token,
         input_drift=inputs,
         action=action,
         reasons=reasons,
-        dim_drift_share=dim_drift_share,
-        embedding_score=embedding_score,
-        code_level_share=code_level_share,
-        feature_drift_share=feature_drift_share,
-        feature_group_share=feature_group_share,
-        unseen_value_share=unseen_value_share,
-        prediction_drift=prediction_drift,
+        dim_drift_share=dim_share,
+        embedding_score=cur.embedding_score,
+        code_level_share=cur.code_level_share,
+        feature_drift_share=cur.feature_drift_share,
+        feature_group_share=group_share,
+        unseen_value_share=cur.unseen_value_share,
+        prediction_drift=pred,
+        auc_change=cur.auc_change,
+        moved_columns=moved,
+        control=control,
     )

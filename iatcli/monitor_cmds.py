@@ -48,8 +48,10 @@ def _cmd_drift(a: argparse.Namespace) -> int:
     print(f"drift verdict: {'DRIFTED' if v.drifted else 'stable'}; action: {v.action}")
     for r in v.reasons:
         print(f"  - {r}")
-    shown = {k: v.to_dict()[k] for k in ("dim_drift_share", "embedding_score", "code_level_share", "feature_drift_share", "prediction_drift")}
+    shown = {k: v.to_dict()[k] for k in ("dim_drift_share", "embedding_score", "code_level_share", "feature_drift_share", "prediction_drift", "moved_columns")}
     print(json.dumps(shown, default=str))
+    days = report.control_days
+    print(f"control pair: days {days[0]}..{days[1] - 1} against the reference" if days else "control pair: none in the store (absolute thresholds)")
     for k, p in paths.items():
         print(f"{k} report: {p}")
     print(f"snapshots added to the workspace: {added}")

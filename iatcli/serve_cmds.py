@@ -61,6 +61,9 @@ def serve_command(a: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     base = [sys.executable, "-m", "bentoml", "serve"]
     bind = ["--host", "127.0.0.1", "--port", str(a.port)]
     if a.package:
+        from iat.serving_package import read_package
+
+        read_package(a.package)  # a clear error now, not a worker that dies at start-up behind a live server
         env["IAT_SERVING_PACKAGE"] = str(Path(a.package).resolve())
         if a.store:
             env["IAT_TOKEN_STORE"] = str(Path(a.store).resolve())

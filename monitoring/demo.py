@@ -24,7 +24,7 @@ from iat.models.batching import RowBatches, frame_batch
 from iat.models.temporal import TemporalSourceModel
 from iat.schema import Schema
 from iat.tokens import write_store
-from iat.train import TrainConfig, fit
+from iat.train import TrainConfig, fit, seed_everything
 from monitoring.run import run_ab, run_drift
 
 TINY_SOURCE = {"hidden": [64, 64], "d_group": 32, "cross_layers": 1, "cross_rank": 32}
@@ -58,6 +58,7 @@ class TinySource:
 def train_tiny_source(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, epochs: int = 1, seed: int = 0) -> TinySource:
     """A temporal source model small enough for tests and demos (one epoch on a few tens of thousands of rows)."""
     enc = FeatureEncoder.fit(train, schema)
+    seed_everything(seed)  # the initial weights too: the same data and seed give the same tokens in any process
     model = TemporalSourceModel(enc, TINY_SOURCE)
     cfg = TrainConfig(epochs=epochs, progress=False, seed=seed)
     fit(model, RowBatches(enc.transform(train), 512, seed), RowBatches(enc.transform(valid), 4096, seed), cfg)

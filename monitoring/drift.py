@@ -25,14 +25,16 @@ from evidently import DataDefinition, Dataset, Report
 from evidently.core.report import Snapshot
 from evidently.metrics import DriftedColumnsCount, ValueDrift
 
-from iat.drift import DriftConfig, DriftVerdict, decide, sample_rows
+from iat.drift import DriftConfig, DriftMeasures, DriftVerdict, decide, sample_rows
 from iat.schema import Schema
-from monitoring.metrics import CodeLevelDrift, DomainClassifierDrift, UnseenValueShare
+from monitoring.metrics import AUCChange, CodeLevelDrift, DomainClassifierDrift, UnseenValueShare
 
 TOKEN_PREFIX = "tok_"
 PREDICTION = "prediction"
+LABEL = "click"  # the label column every dataset carries (iat.schema): the model's AUC on a window is measured on it
 TAG_TOKENS, TAG_FEATURES = "tokens", "features"
 TAG_DAY, TAG_WINDOW = "day", "window"  # one day of the current window / the whole window
+TAG_CONTROL = "control"  # the control pair: an earlier window of the log against the reference
 
 
 def token_columns(d: int) -> list[str]:
@@ -170,10 +172,17 @@ def feature_drift_snapshot(
     metrics += [UnseenValueShare(column=c) for c in lay.id_columns]
     if detail:
         metrics += [ValueDrift(column=c, method=cfg.column_method, threshold=cfg.column_threshold) for c in numeric]
-        metrics += [ValueDrift(column=c) for c in categorical]
+        # Jensen-Shannon for every categorical (Evidently's default switches to a chi-square p-value below 1,000
+        # rows, which falls as drift grows): one direction per statistic, so a column compares with its control.
+        metrics += [ValueDrift(column=c, method="jensenshannon", threshold=cfg.column_threshold) for c in categorical]
     if has_pred:
         metrics.append(ValueDrift(column=PREDICTION, method=cfg.column_method, threshold=cfg.prediction_threshold))
-    keep = num_cols + categorical + lay.id_columns
+    label = LABEL if has_pred and LABEL in ref.columns and LABEL in cur.columns else None
+    if label is not None and ref[label].nunique() == 2 == cur[label].nunique():
+        metrics.append(AUCChange(prediction=PREDICTION, label=label))
+    else:
+        label = None
+    keep = num_cols + categorical + lay.id_columns + ([label] if label else [])
     report = Report(metrics, include_tests=False)
     return report.run(
         Dataset.from_pandas(cur[keep].reset_index(drop=True), data_definition=definition),
@@ -192,19 +201,14 @@ def _type(config: dict[str, Any]) -> str:
     return str(config["type"]).rsplit(":", 1)[-1]
 
 
-def verdict(
-    token_snapshot: Snapshot | None,
-    feature_snapshot: Snapshot | None,
-    cfg: DriftConfig = DriftConfig(),
-    schema: Schema | None = None,
-) -> DriftVerdict:
-    """Read the drift numbers back from the snapshots and decide (``iat.drift.decide``).
+def measures(token_snapshot: Snapshot | None, feature_snapshot: Snapshot | None, cfg: DriftConfig = DriftConfig(), schema: Schema | None = None) -> DriftMeasures:
+    """The drift numbers read back from the snapshots (per-column statistics where the snapshot has the detail).
 
-    ``schema`` names the group of each per-group feature share (a share over one group's columns).
-    """
+    ``schema`` names the group of each per-group feature share (a share over one group's columns)."""
     found: dict[str, Any] = {}
     if token_snapshot is not None:
         levels: dict[int, float] = {}
+        dims: dict[str, float] = {}
         for config, value in _metric_values(token_snapshot):
             kind = _type(config)
             if kind == "DriftedColumnsCount":
@@ -213,12 +217,17 @@ def verdict(
                 found["embedding_score"] = float(value)
             elif kind == "CodeLevelDrift":
                 levels[int(config["level"])] = float(value["share"])
+            elif kind == "ValueDrift":
+                dims[str(config["column"])] = float(value)
         if levels:
             found["code_level_share"] = levels
+        if dims:
+            found["dim_stats"] = dims
     if feature_snapshot is not None:
         group_of = {f.name: f.group for f in schema.features} if schema is not None else {}
         groups: dict[str, float] = {}
         unseen: dict[str, float] = {}
+        columns: dict[str, float] = {}
         for config, value in _metric_values(feature_snapshot):
             kind = _type(config)
             if kind == "DriftedColumnsCount":
@@ -229,19 +238,39 @@ def verdict(
                     found["feature_drift_share"] = float(value["share"])
             elif kind == "UnseenValueShare" and (schema is None or group_of.get(config["column"]) in cfg.unseen_groups):
                 unseen[str(config["column"])] = float(value)
+            elif kind == "AUCChange":
+                found["auc_change"] = float(value)
             elif kind == "ValueDrift" and config.get("column") == PREDICTION:
                 found["prediction_drift"] = float(value)
+            elif kind == "ValueDrift":
+                columns[str(config["column"])] = float(value)
         if groups:
             found["feature_group_share"] = groups
         if unseen:
             found["unseen_value_share"] = unseen
-    return decide(cfg, **found)
+        if columns:
+            found["column_stats"] = columns
+    return DriftMeasures(**found)
+
+
+def verdict(
+    token_snapshot: Snapshot | None,
+    feature_snapshot: Snapshot | None,
+    cfg: DriftConfig = DriftConfig(),
+    schema: Schema | None = None,
+    control: DriftMeasures | None = None,
+) -> DriftVerdict:
+    """Read the drift numbers back from the snapshots and decide (``iat.drift.decide``), against ``control``
+    (the numbers of the control pair) when given."""
+    groups = {f.name: f.group for f in schema.features} if schema is not None else {}
+    return decide(cfg, measures(token_snapshot, feature_snapshot, cfg, schema), control, groups)
 
 
 @dataclass
 class DriftReport:
     verdict: DriftVerdict
-    snapshots: dict[str, Snapshot] = field(default_factory=dict)  # "tokens", "features"
+    snapshots: dict[str, Snapshot] = field(default_factory=dict)  # "tokens", "features" (+ "control_tokens", ...)
+    control_days: tuple[int, int] | None = None  # the control window's days, where a run over a store set one
 
     def save_html(self, folder: str | Path, prefix: str = "") -> dict[str, Path]:
         out = Path(folder)
@@ -251,6 +280,26 @@ class DriftReport:
             paths[name] = out / f"{prefix}{name}_drift.html"
             snap.save_html(str(paths[name]))
         return paths
+
+
+@dataclass(frozen=True)
+class Window:
+    """One window of a drift comparison: its tokens and, for feature drift, its instance rows."""
+
+    tokens: Any
+    rows: pd.DataFrame | None = None
+
+
+def _snapshots(
+    reference: Window, current: Window, cfg: DriftConfig, schema: Schema | None, timestamp: dt.datetime | None,
+    tags: Sequence[str], detail: bool, layout: FeatureLayout | None,
+) -> dict[str, Snapshot]:
+    snaps = {TAG_TOKENS: token_drift_snapshot(reference.tokens, current.tokens, cfg, timestamp, tags, detail=detail)}
+    if reference.rows is not None and current.rows is not None:
+        if schema is None:
+            raise ValueError("feature drift needs the schema of the instance rows")
+        snaps[TAG_FEATURES] = feature_drift_snapshot(reference.rows, current.rows, schema, cfg, timestamp, tags, detail=detail, layout=layout)
+    return snaps
 
 
 def drift_report(
@@ -264,11 +313,18 @@ def drift_report(
     tags: Sequence[str] = (),
     detail: bool = True,
     layout: FeatureLayout | None = None,
+    control: Window | None = None,
 ) -> DriftReport:
-    """Token drift, plus raw-feature / prediction drift when the windows' instance rows and schema are given."""
-    snaps = {TAG_TOKENS: token_drift_snapshot(reference_tokens, current_tokens, cfg, timestamp, tags, detail=detail)}
-    if reference_rows is not None and current_rows is not None:
-        if schema is None:
-            raise ValueError("feature drift needs the schema of the instance rows")
-        snaps[TAG_FEATURES] = feature_drift_snapshot(reference_rows, current_rows, schema, cfg, timestamp, tags, detail=detail, layout=layout)
-    return DriftReport(verdict(snaps[TAG_TOKENS], snaps.get(TAG_FEATURES), cfg, schema), snaps)
+    """Token drift, plus raw-feature / prediction drift when the windows' instance rows and schema are given.
+
+    ``control``: an earlier window of the same log; the control pair (control -> reference) is measured the same
+    way, always in detail, and the verdict judges the current window against it (``iat.drift.decide``). Its
+    snapshots are kept as ``control_tokens`` / ``control_features``."""
+    ref, cur = Window(reference_tokens, reference_rows), Window(current_tokens, current_rows)
+    snaps = _snapshots(ref, cur, cfg, schema, timestamp, tags, detail, layout)
+    ctl: DriftMeasures | None = None
+    if control is not None:
+        ctl_snaps = _snapshots(control, ref, cfg, schema, timestamp, (*tags, TAG_CONTROL), True, layout)
+        ctl = measures(ctl_snaps[TAG_TOKENS], ctl_snaps.get(TAG_FEATURES), cfg, schema)
+        snaps.update({f"{TAG_CONTROL}_{k}": v for k, v in ctl_snaps.items()})
+    return DriftReport(verdict(snaps[TAG_TOKENS], snaps.get(TAG_FEATURES), cfg, schema, ctl), snaps)

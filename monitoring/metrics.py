@@ -5,6 +5,8 @@
   on two cores), so it is not used.
 - ``CodeLevelDrift``: code-usage drift of one HGAQ level over its sub-token columns (``iat.drift.code_usage_drift``).
 - ``UnseenValueShare``: share of current rows with an id the reference never saw (``iat.drift.unseen_share``).
+- ``AUCChange``: the model's AUC on the current window minus that on the reference (labels known by then): the
+  world can move in a way no input distribution shows (users' interests reshuffled) and still cost accuracy.
 - ``ArmRate`` / ``ArmUplift`` / ``SampleRatio``: A/B metrics over an impression table (``iat.abtest``).
 
 The metrics' parameters become the labels of their points in the workspace (dashboards filter on them), so no
@@ -24,6 +26,7 @@ from evidently.legacy.renderers.html_widgets import CounterData, counter, table_
 
 from iat.abtest import ARMS, METRICS, srm_test, uplift
 from iat.drift import code_usage_drift, domain_classifier_auc, unseen_share
+from iat.metrics import auc
 
 
 def _frame(data: Optional[Dataset], what: str) -> pd.DataFrame:
@@ -118,6 +121,31 @@ class UnseenValueShareCalculation(SingleValueCalculation[UnseenValueShare]):
 
     def display_name(self) -> str:
         return f"Unseen values of '{self.metric.column}' (not in the reference window)"
+
+
+class AUCChange(SingleValueMetric):
+    """AUC of ``prediction`` against ``label`` on the current rows minus that on the reference rows."""
+
+    prediction: str
+    label: str
+
+
+class AUCChangeCalculation(SingleValueCalculation[AUCChange]):
+    def calculate(self, context: Context, current_data: Dataset, reference_data: Optional[Dataset]):
+        m = self.metric
+        ref, cur = _frame(reference_data, "AUCChange"), current_data.as_dataframe()
+        a_ref, a_cur = (auc(d[m.label].to_numpy(np.int8), d[m.prediction].to_numpy(np.float64)) for d in (ref, cur))
+        result = self.result(a_cur - a_ref)
+        result.widget = [
+            counter(
+                title=self.display_name(),
+                counters=[CounterData.float("reference AUC", a_ref, 4), CounterData.float("current AUC", a_cur, 4), CounterData.float("change", a_cur - a_ref, 4)],
+            )
+        ]
+        return result
+
+    def display_name(self) -> str:
+        return f"Model AUC change ('{self.metric.prediction}' against '{self.metric.label}')"
 
 
 class ArmRate(SingleValueMetric):

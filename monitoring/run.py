@@ -24,7 +24,7 @@ from iat.schema import Schema
 from iat.tokens import TokenStore
 from iat.tokens.codecs import decode
 from monitoring.ab import ab_snapshots, day_timestamp
-from monitoring.drift import TAG_DAY, TAG_WINDOW, DriftReport, FeatureLayout, drift_report
+from monitoring.drift import TAG_DAY, TAG_WINDOW, DriftReport, FeatureLayout, Window, drift_report
 from monitoring.workspace import ab_project, add_snapshots, drift_project, open_workspace
 
 @dataclass
@@ -37,10 +37,14 @@ class TokenWindows:
     later: np.ndarray
     later_ids: np.ndarray
     later_day: np.ndarray
+    control: np.ndarray | None  # the control window (``control_days``), None when the store does not hold it
+    control_ids: np.ndarray | None
+    control_days: tuple[int, int] | None
     reference_end: int  # first day after the reference window
     current_start: int  # first day of the current window
     start_ts: int  # UTC midnight of the first token's day
     code_levels: int  # M for HGAQ codes, 0 for dense tokens
+    store_label: str  # which store and source model the tokens come from (one dashboard timeline per store)
 
     @property
     def in_current(self) -> np.ndarray:
@@ -54,8 +58,20 @@ def _days(name: str, days: Any) -> tuple[int, int]:
     return a, b
 
 
+MIN_CONTROL_DAYS = 7  # a shorter control window would differ from the reference by its weekday mix
+
+
+def control_days(reference_days: tuple[int, int], current_days: tuple[int, int]) -> tuple[int, int] | None:
+    """The control window: as long as the current window and as far before the reference as the current window is
+    after it (the same lag), cut at day 0; None when less than ``MIN_CONTROL_DAYS`` (or the current length) is left."""
+    gap, length = current_days[0] - reference_days[1], current_days[1] - current_days[0]
+    end = reference_days[0] - gap
+    start = max(0, end - length)
+    return (start, end) if end - start >= min(MIN_CONTROL_DAYS, length) else None
+
+
 def token_windows(store_path: str | Path, reference_days: Any, current_days: Any) -> TokenWindows:
-    """Read the windows of a token store (by token ts)."""
+    """Read the windows of a token store (by token ts), and the control window where the store holds it."""
     ref_d, cur_d = _days("reference_days", reference_days), _days("current_days", current_days)
     if ref_d[1] > cur_d[0]:
         raise ValueError(f"reference window {ref_d} must end before the current window {cur_d} starts")
@@ -71,7 +87,14 @@ def token_windows(store_path: str | Path, reference_days: Any, current_days: Any
     for name, m, d in (("reference", ref, ref_d), ("current", later & (day >= cur_d[0]), cur_d)):
         if m.sum() < 10:
             raise ValueError(f"{name} window days {d} holds {int(m.sum())} tokens; the store spans days 0..{int(day.max())}")
+    ctl_d = control_days(ref_d, cur_d)
+    ctl = (day >= ctl_d[0]) & (day < ctl_d[1]) if ctl_d else None
+    if ctl is not None and ctl.sum() < 10:
+        ctl, ctl_d = None, None
     return TokenWindows(
+        control=None if ctl is None else tokens[ctl],
+        control_ids=None if ctl is None else rows["instance_id"][ctl],
+        control_days=ctl_d,
         reference=tokens[ref],
         reference_ids=rows["instance_id"][ref],
         later=tokens[later],
@@ -81,7 +104,14 @@ def token_windows(store_path: str | Path, reference_days: Any, current_days: Any
         current_start=cur_d[0],
         start_ts=start,
         code_levels=int(tokens.shape[2]) if tokens.ndim == 3 else 0,
+        store_label=store_label(store_path, store.manifest.get("source") or {}),
     )
+
+
+def store_label(store_path: str | Path, source: dict[str, Any]) -> str:
+    """``<store folder> (<source model> <version>)``: names the store's own drift project."""
+    what = " ".join(str(source[k]) for k in ("model", "version") if source.get(k) is not None)
+    return f"{Path(store_path).resolve().name}" + (f" ({what})" if what else "")
 
 
 def _rows_for(instances: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
@@ -118,17 +148,21 @@ def run_drift(
         rows_ref, rows_later = _rows_for(instances, win.reference_ids), _rows_for(instances, win.later_ids)
         layout = FeatureLayout.of(schema, rows_ref, cfg.max_categories)  # one layout: every snapshot, same series
 
-    def report_for(mask: np.ndarray, day: int, tag: str, detail: bool) -> DriftReport:
+    def report_for(mask: np.ndarray, day: int, tag: str, detail: bool, control: Window | None = None) -> DriftReport:
         rows = None if rows_later is None else rows_later[mask].reset_index(drop=True)
         stamp = day_timestamp(win.start_ts, day)
-        return drift_report(win.reference, win.later[mask], cfg, rows_ref, rows, schema, stamp, (tag,), detail=detail, layout=layout)
+        return drift_report(win.reference, win.later[mask], cfg, rows_ref, rows, schema, stamp, (tag,), detail=detail, layout=layout, control=control)
 
-    report = report_for(win.in_current, win.current_start, TAG_WINDOW, detail=True)
+    control = None
+    if win.control is not None:
+        control = Window(win.control, None if rows_ref is None else _rows_for(instances, win.control_ids))
+    report = report_for(win.in_current, win.current_start, TAG_WINDOW, True, control)
+    report.control_days = win.control_days
     paths = report.save_html(reports_dir)
     added = 0
     if workspace is not None:
         ws = open_workspace(workspace)
-        proj = drift_project(ws, win.code_levels, layout)
+        proj = drift_project(ws, win.store_label, win.code_levels, layout)
         first_full = win.reference_end + cfg.rolling_days - 1
         for d in np.unique(win.later_day[win.in_current]):
             m = (win.later_day > d - cfg.rolling_days) & (win.later_day <= d)

@@ -130,8 +130,9 @@ def project(ws: Workspace, name: str, description: str, dashboard: DashboardMode
     return proj
 
 
-def drift_project(ws: Workspace, code_levels: int = 0, layout: FeatureLayout | None = None) -> Project:
-    return project(ws, DRIFT_PROJECT, "Token, raw-feature and prediction drift against the training period", drift_dashboard(code_levels, layout))
+def drift_project(ws: Workspace, store: str, code_levels: int = 0, layout: FeatureLayout | None = None) -> Project:
+    """The drift project of one token store: snapshots of different stores never share a timeline."""
+    return project(ws, f"{DRIFT_PROJECT}: {store}", f"Token, raw-feature and prediction drift of store {store} against its reference window", drift_dashboard(code_levels, layout))
 
 
 def ab_project(ws: Workspace, control: str, treatment: str) -> Project:

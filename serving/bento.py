@@ -1,5 +1,7 @@
-"""Build a Bento from a serving package: the service code, the core library and the package, under a tag that
-carries the ZenML model version. No Docker is needed to build one (``bentoml containerize`` is a later step)."""
+"""Build a Bento from a serving package: the package saved as a BentoML model (``iat-serving-package:<bento
+name>-<version>``), and a Bento of the service code and the core library that lists that model under the alias
+the service loads (``serving-package``), tagged with the ZenML model version. No Docker is needed to build one
+(``bentoml containerize`` is a later step)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import bentoml
+import yaml
 from bentoml.exceptions import NotFound
 
 from iat.serving_package import read_package
@@ -16,6 +19,8 @@ from iat.serving_package import read_package
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 BENTOFILE = SOURCE_ROOT / "deploy" / "bentofile.yaml"
 BENTO_PREFIX = "iat-ranker"
+PACKAGE_MODEL = "iat-serving-package"  # the BentoML model of every serving package; its version names the Bento
+PACKAGE_ALIAS = "serving-package"  # how the Bento names its package model (serving/service.py loads it by this)
 _CODE = ("iat", "serving")
 
 
@@ -35,28 +40,45 @@ def bento_version(model_version: str, ranker_version: str) -> str:
     return f"mv{_slug(str(model_version))}-{ranker_version}"
 
 
+def save_package_model(package_dir: str | Path, version: str, labels: dict[str, str]) -> bentoml.Model:
+    """The serving package as BentoML model ``iat-serving-package:<version>`` (replaced if it exists): ``bentoml
+    models list`` shows it with its size, and a Bento that lists it carries it."""
+    pkg = read_package(package_dir)
+    tag = f"{PACKAGE_MODEL}:{_slug(version)}"
+    try:
+        bentoml.models.delete(tag)
+    except NotFound:
+        pass
+    with bentoml.models.create(tag, labels=labels, metadata={"L": pkg.L, "store_rows": int(pkg.meta.get("store_rows", 0))}) as model:
+        shutil.copytree(pkg.root, model.path, dirs_exist_ok=True)
+    return bentoml.models.get(tag)
+
+
 def build_bento(package_dir: str | Path, name: str, version: str, labels: dict[str, str] | None = None, bentofile: Path = BENTOFILE) -> bentoml.Bento:
-    """Stage ``iat/``, ``serving/`` and the package (as ``package/``) in a temporary build context and build the
-    Bento described by ``bentofile``; an existing Bento with the same tag is replaced."""
+    """Save the package as a BentoML model, stage ``iat/`` and ``serving/`` in a temporary build context and build
+    the Bento described by ``bentofile`` with that exact model under the alias ``serving-package``; an existing
+    Bento with the same tag is replaced."""
     pkg = read_package(package_dir)
     tag = f"{name}:{version}"
     try:
         bentoml.bentos.delete(tag)
     except NotFound:
         pass
+    meta = {
+        "ranker_version": str(pkg.meta["ranker"]["version"]),
+        "source_version": str(pkg.meta["source"]["version"]),
+        "L": str(pkg.L),
+        **{k: str(v) for k, v in pkg.meta["labels"].items()},
+        **(labels or {}),
+    }
+    model = save_package_model(pkg.root, f"{name}-{version}", meta)
+    config = yaml.safe_load(bentofile.read_text())
+    config["models"] = [{"tag": str(model.tag), "alias": PACKAGE_ALIAS}]  # this package, not whichever is latest
     with tempfile.TemporaryDirectory(prefix="iat-bento-") as tmp:
         ctx = Path(tmp)
         for d in _CODE:
             shutil.copytree(SOURCE_ROOT / d, ctx / d, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        shutil.copytree(pkg.root, ctx / "package")
-        shutil.copy(bentofile, ctx / "bentofile.yaml")
-        meta = {
-            "ranker_version": str(pkg.meta["ranker"]["version"]),
-            "source_version": str(pkg.meta["source"]["version"]),
-            "L": str(pkg.L),
-            **{k: str(v) for k, v in pkg.meta["labels"].items()},
-            **(labels or {}),
-        }
+        (ctx / "bentofile.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         return bentoml.bentos.build_bentofile(str(ctx / "bentofile.yaml"), build_ctx=str(ctx), name=name, version=version, labels=meta)
 
 

@@ -3,8 +3,9 @@
 Start-up loads one serving package (``iat.serving_package``) - the ranker, its feature encoders, the source
 model that encodes new instances, and the token store - through ``iat.serving_core.ServingCore``. Where from:
 
-- ``IAT_SERVING_PACKAGE``: the package folder (absolute, or relative to the source root, i.e. the folder
-  holding ``serving/``; a Bento built by ``steps/package.py`` carries it as ``package/``, the default);
+- ``IAT_SERVING_PACKAGE``: a package folder (absolute, or relative to the source root, i.e. the folder holding
+  ``serving/``), for serving a package without a Bento; otherwise the BentoML model the Bento lists under the alias
+  ``serving-package`` (``serving.bento``: ``iat-serving-package:<version>``, pinned when the Bento was built);
 - ``IAT_TOKEN_STORE``: the live store that ingest writes to (seeded from the package's snapshot on first
   start); default: the package's own store, in place. A Bento's files are immutable, so serve a Bento with it set.
 
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import bentoml
+from bentoml.exceptions import NotFound
 from prometheus_client import Counter, Histogram
 from starlette.responses import JSONResponse
 
@@ -47,7 +49,7 @@ from serving.api_models import (
 )
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_PACKAGE = "package"
+PACKAGE_ALIAS = "serving-package"  # serving.bento.PACKAGE_ALIAS (not imported: a Bento ships serving/ alone)
 
 # prometheus_client directly (BentoML 1.4 deprecates bentoml.metrics): BentoML starts its workers with
 # PROMETHEUS_MULTIPROC_DIR set, so these land in the same /metrics output as BentoML's own.
@@ -58,8 +60,17 @@ _HISTORY = Histogram("iat_history_tokens", "instance tokens fetched per /rank re
 
 
 def package_path() -> Path:
-    p = Path(os.environ.get("IAT_SERVING_PACKAGE", DEFAULT_PACKAGE))
-    return p if p.is_absolute() else SOURCE_ROOT / p
+    """``IAT_SERVING_PACKAGE`` if set, else the path of the Bento's package model; a clear error when neither."""
+    if os.environ.get("IAT_SERVING_PACKAGE"):
+        p = Path(os.environ["IAT_SERVING_PACKAGE"])
+        return p if p.is_absolute() else SOURCE_ROOT / p
+    try:
+        return Path(bentoml.models.get(PACKAGE_ALIAS).path)
+    except NotFound as e:
+        raise RuntimeError(
+            "no serving package: serve a Bento built by `iat package` (it carries the package as a BentoML model), "
+            f"or set IAT_SERVING_PACKAGE to a package folder ({e})"
+        ) from e
 
 
 def _error(e: RequestError) -> JSONResponse:

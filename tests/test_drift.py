@@ -9,9 +9,10 @@ from scipy.spatial.distance import jensenshannon
 
 from iat.data.synthetic import generate
 from iat.data.synthetic_world import Shift
-from iat.drift import DriftConfig, code_usage_drift, decide, domain_classifier_auc, js_distance, sample_rows, unseen_share
+from iat.drift import DriftConfig, DriftMeasures, code_usage_drift, decide, domain_classifier_auc, js_distance, sample_rows, unseen_share
 from monitoring.demo import day_window, train_tiny_source
 from monitoring.drift import drift_report, token_drift_snapshot, verdict
+from monitoring.run import control_days
 
 
 # -- core measures ----------------------------------------------------------------------------------------
@@ -62,19 +63,64 @@ def test_sample_rows_caps_and_keeps_order() -> None:
 
 
 def test_decide_actions() -> None:
-    cfg = DriftConfig()
-    assert decide(cfg, dim_drift_share=0.0, embedding_score=0.51).action == "none"
-    v = decide(cfg, dim_drift_share=0.6, embedding_score=0.51, feature_group_share={"item": 0.0})
+    cfg, M = DriftConfig(), DriftMeasures
+    assert decide(cfg, M(dim_drift_share=0.0, embedding_score=0.51)).action == "none"
+    # tokens moved and no input was measured: check the store's source, re-encode
+    v = decide(cfg, M(dim_drift_share=0.6, embedding_score=0.51))
     assert (v.drifted, v.token_drift, v.action) == (True, True, "rematerialize")
-    v = decide(cfg, embedding_score=0.9, feature_group_share={"item": 0.5, "context": 0.0})
+    # tokens moved while the input columns were measured and none moved: the inputs moved together
+    v = decide(cfg, M(dim_drift_share=0.6, embedding_score=0.51, feature_group_share={"item": 0.0}))
+    assert (v.token_drift, v.input_drift, v.action) == (True, False, "retrain_source") and any("together" in r for r in v.reasons)
+    v = decide(cfg, M(embedding_score=0.9, feature_group_share={"item": 0.5, "context": 0.0}))
     assert v.action == "retrain_source" and any("item features" in r for r in v.reasons)
     # cross features are lifetime counts that grow in any log: they vote with a higher threshold
-    assert decide(cfg, feature_group_share={"cross": 0.4}).action == "none"
-    assert decide(cfg, feature_group_share={"cross": 0.6}).action == "retrain_source"
-    assert decide(DriftConfig(group_share={"cross": 1.01}), feature_group_share={"cross": 1.0}).action == "none"  # muted
-    assert decide(cfg, unseen_value_share={"item_id": 0.95}).action == "retrain_source"
-    assert decide(cfg, code_level_share={0: 0.0, 1: 0.5}).action == "rematerialize"
-    assert decide(cfg, prediction_drift=0.3).action == "retrain_source"
+    assert decide(cfg, M(feature_group_share={"cross": 0.4})).action == "none"
+    assert decide(cfg, M(feature_group_share={"cross": 0.6})).action == "retrain_source"
+    assert decide(DriftConfig(group_share={"cross": 1.01}), M(feature_group_share={"cross": 1.0})).action == "none"  # muted
+    assert decide(cfg, M(unseen_value_share={"item_id": 0.95})).action == "retrain_source"
+    assert decide(cfg, M(code_level_share={0: 0.0, 1: 0.5})).action == "rematerialize"
+    assert decide(cfg, M(prediction_drift=0.3)).action == "retrain_source"
+
+
+def test_decide_judges_each_measure_against_the_control_pair() -> None:
+    """A log's own week-on-week drift passes the absolute thresholds; against the control it does not vote."""
+    cfg, M = DriftConfig(), DriftMeasures
+    groups = {"item_prior_count": "item", "promo": "context", "u_prior_count": "cross"}
+    control = M(embedding_score=0.61, column_stats={"item_prior_count": 0.62, "promo": 0.01, "u_prior_count": 0.10},
+                unseen_value_share={"item_id": 0.05}, prediction_drift=0.05, dim_stats={"tok_0": 0.3, "tok_1": 0.3})
+    quiet = M(embedding_score=0.62, column_stats={"item_prior_count": 0.70, "promo": 0.02, "u_prior_count": 0.40},
+              unseen_value_share={"item_id": 0.06}, prediction_drift=0.12, dim_stats={"tok_0": 0.35, "tok_1": 0.31})
+    alone = decide(cfg, quiet, None, groups)  # absolute thresholds: every one of these fires
+    assert alone.action == "retrain_source" and alone.embedding_score >= cfg.embedding_auc and "no control window" in alone.reasons[-1]
+    v = decide(cfg, quiet, control, groups)
+    assert (v.action, v.moved_columns, v.dim_drift_share) == ("none", [], 0.0), v.reasons
+    # a context shift: promo moves far beyond its control, and the tokens with it
+    shifted = M(embedding_score=0.66, column_stats={**quiet.column_stats, "promo": 0.31}, unseen_value_share={"item_id": 0.06},
+                prediction_drift=0.12, dim_stats={"tok_0": 0.9, "tok_1": 0.31})
+    v = decide(cfg, shifted, control, groups)
+    assert v.action == "retrain_source" and v.moved_columns == ["promo"] and v.token_drift and v.dim_drift_share == 0.5
+    assert v.feature_group_share == {"item": 0.0, "context": 1.0, "cross": 0.0}
+    assert any("promo drifted by 0.310 (control pair: 0.010)" in r for r in v.reasons)
+    # lifetime counts (cross) need the larger margin of their group
+    assert decide(cfg, M(column_stats={"u_prior_count": 0.55}), control, groups).moved_columns == []
+    assert decide(cfg, M(column_stats={"u_prior_count": 0.65}), control, groups).moved_columns == ["u_prior_count"]
+    # the rest: unseen ids and predictions beyond the control by their thresholds
+    assert decide(cfg, M(unseen_value_share={"item_id": 0.30}), control, groups).action == "none"
+    assert decide(cfg, M(unseen_value_share={"item_id": 0.40}), control, groups).action == "retrain_source"
+    assert decide(cfg, M(prediction_drift=0.2), control, groups).action == "retrain_source"
+    # the model's AUC falling (users' interests move no input column), judged alone: the control's own change
+    # would add its noise
+    c = M(auc_change=+0.010)
+    assert decide(cfg, M(auc_change=-0.010), c).action == "none"
+    v = decide(cfg, M(auc_change=-0.016), c)
+    assert v.action == "retrain_source" and "AUC changed by -0.0160" in v.reasons[0]
+    assert decide(cfg, M(auc_change=+0.05), c).action == "none"  # easier to predict is no reason to retrain
+
+
+def test_control_window_has_the_lag_of_the_current_window() -> None:
+    assert control_days((53, 60), (60, 67)) == (46, 53)
+    assert control_days((32, 39), (45, 74)) == (0, 26)  # cut at day 0
+    assert control_days((3, 10), (10, 17)) is None  # less than a week before the reference
 
 
 def test_unseen_share() -> None:
@@ -160,3 +206,34 @@ def test_injected_shift_is_flagged_and_a_same_size_unshifted_window_is_not(sourc
     assert shift.verdict.action == "retrain_source"  # the raw features moved too: the source model must learn them
     assert shift.verdict.unseen_value_share["item_id"] > 0.9 > 0.1 > same.verdict.unseen_value_share["item_id"]
     assert shift.verdict.feature_group_share["item"] >= 0.25 > same.verdict.feature_group_share["item"]
+
+
+# -- every shift kind over seeds, judged against the control pair ------------------------------------------
+@pytest.mark.parametrize("seed", [1, pytest.param(5, marks=pytest.mark.slow)])  # 75 s each: one in CI
+def test_verdict_is_quiet_on_an_unshifted_week_and_fires_on_every_shift_kind(seed: int) -> None:
+    """The setting of bench/bench_drift_shifts.py (1,500 users: at 400 a week's active users alone move the
+    user-side counts): reference days 53..59, control 46..52, current 60..66 of the unshifted log and of the log
+    shifted on day 60. Without the control an unshifted week of world v2 read ``retrain_source`` in 3/3 seeds."""
+    from monitoring.drift import Window
+
+    base, schema = generate(1500, seed=seed, days=DAYS, progress=False)
+    src = train_tiny_source(day_window(base, 25, 53), day_window(base, 53, 60), schema, seed=seed)
+
+    def window(df):
+        return Window(src.tokens(df), df.assign(prediction=src.predict(df)))
+
+    ref, ctl = window(day_window(base, 53, 60)), window(day_window(base, 46, 53))
+    actions, moved = {}, {}
+    for kind in ("none", "interest", "catalogue", "context"):
+        log = base if kind == "none" else generate(1500, seed=seed, days=DAYS, progress=False, shift=Shift(at=SHIFT_AT / DAYS, kind=kind))[0]
+        cur = window(day_window(log, 60, 67))
+        v = drift_report(ref.tokens, cur.tokens, DriftConfig(), ref.rows, cur.rows, schema, control=ctl).verdict
+        actions[kind], moved[kind] = v.action, v.moved_columns
+        if kind == "none":
+            assert not v.drifted, v.reasons
+            # the same week judged by the absolute thresholds alone: the false alarm the control pair removes
+            alone = drift_report(ref.tokens, cur.tokens, DriftConfig(), ref.rows, cur.rows, schema, detail=False).verdict
+            assert alone.action == "retrain_source", alone.reasons
+    assert actions == {"none": "none", "interest": "retrain_source", "catalogue": "retrain_source", "context": "retrain_source"}
+    assert moved["interest"] == [] and moved["context"] == ["promo"]  # interests move the tokens, not one column
+    assert {"price", "item_age_days", "price_bucket"} <= set(moved["catalogue"])

@@ -66,8 +66,9 @@ def test_monitor_pipeline_fills_the_workspace(iat_home: Path) -> None:
 
     ws = open_workspace(ws_path)
     projects = {p.name: p for p in ws.list_projects()}
-    assert set(projects) == {DRIFT_PROJECT, AB_PROJECT}
-    drift_snaps = [ws.get_run(projects[DRIFT_PROJECT].id, s) for s in ws.list_runs(projects[DRIFT_PROJECT].id)]
+    drift_name = f"{DRIFT_PROJECT}: {store.name} (projection 1)"  # one project (one timeline) per store
+    assert set(projects) == {drift_name, AB_PROJECT}
+    drift_snaps = [ws.get_run(projects[drift_name].id, s) for s in ws.list_runs(projects[drift_name].id)]
     ab_snaps = [ws.get_run(projects[AB_PROJECT].id, s) for s in ws.list_runs(projects[AB_PROJECT].id)]
     n_days = CUR_DAYS[1] - CUR_DAYS[0]
     # one token and one feature snapshot per current day (each: the week up to it); a daily and a cumulative one per A/B day
@@ -82,7 +83,7 @@ def test_monitor_pipeline_fills_the_workspace(iat_home: Path) -> None:
     assert {"Daily CTR (clicks / impressions) per arm", "Uplift of CTR so far, with 95% CI"} <= titles
     heading = next(p for p in ws.get_dashboard(projects[AB_PROJECT].id).panels if p.title == "Online A/B test")
     assert "control = random, treatment = column:item_prior_ctr" in heading.subtitle  # the arms that ran
-    assert "Share of drifted token dimensions" in {p.title for p in ws.get_dashboard(projects[DRIFT_PROJECT].id).panels}
+    assert "Share of drifted token dimensions" in {p.title for p in ws.get_dashboard(projects[drift_name].id).panels}
     # a second run adds snapshots and leaves the dashboards as they were (no duplicated panels)
     before = len(ws.get_dashboard(projects[AB_PROJECT].id).panels)
     monitor_pipeline(ab=ab, workspace=str(ws_path), reports_dir=str(reports))

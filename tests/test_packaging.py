@@ -4,6 +4,7 @@ serves the latest Bento on 127.0.0.1 with a store outside it, and the Kubernetes
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import bentoml
@@ -15,7 +16,7 @@ from zenml.client import Client
 from iat.tokens import TokenStore
 from iatcli.serve_cmds import serve_command
 from pipelines.package import package_pipeline
-from serving.bento import bento_name, bento_version, build_bento, latest_bento
+from serving.bento import PACKAGE_ALIAS, PACKAGE_MODEL, bento_name, bento_version, build_bento, latest_bento
 from steps.materializers import RankerBundleMaterializer, SourceBundleMaterializer
 from tests._serving import REPO, Service, built, free_port, instance_of, query_of
 
@@ -57,8 +58,16 @@ def test_package_pipeline_builds_a_bento_for_the_model_version(b, iat_home):
     assert bento.info.labels["zenml_model_version"] == ranker_version
     assert bento.info.labels["ranker_version"] == b.ranker.config["version"]
     src = Path(bento.path) / "src"
-    for f in ("serving/service.py", "iat/serving_core.py", "package/package.json", "package/ranker/model.pt", "package/store/manifest.json"):
+    for f in ("serving/service.py", "iat/serving_core.py"):
         assert (src / f).is_file(), f
+    # the package is a BentoML model that the Bento lists under the alias the service loads
+    (spec,) = bento.info.all_models
+    assert spec.alias == PACKAGE_ALIAS and spec.tag.name == PACKAGE_MODEL
+    model = bentoml.models.get(spec.tag)
+    assert model.info.labels["zenml_model_version"] == ranker_version and model.info.labels["ranker_version"] == b.ranker.config["version"]
+    for f in ("package.json", "ranker/model.pt", "store/manifest.json"):
+        assert (Path(model.path) / f).is_file(), f
+    assert not (src / "package").exists()
     # both artifacts hang off the ranker's model version
     mv = Client().get_model_version("iat-ranker-servetest", ranker_version)
     assert {"serving_package", "bento"} <= set(mv.data_artifacts) | set(mv.model_artifacts) | set(mv.deployment_artifacts)
@@ -83,9 +92,15 @@ def test_iat_serve_serves_the_latest_bento_with_a_store_outside_it(b, tmp_path, 
         assert r.status_code == 200, r.text
     finally:
         svc.stop()
-    bento_store = TokenStore.open(Path(bentoml.get(str(bento.tag)).path) / "src" / "package" / "store")
+    bento_store = TokenStore.open(Path(bentoml.models.get(bento.info.all_models[0].tag).path) / "store")
     live = TokenStore.open(env["IAT_TOKEN_STORE"])
     assert live.rows == bento_store.rows + 1  # the ingest went to the live store; the Bento is untouched
+
+
+def test_iat_serve_refuses_a_folder_that_is_not_a_package(tmp_path):
+    """Before any server starts: BentoML keeps its server up while the worker dies at start-up."""
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path} is not a serving package"):
+        serve_command(argparse.Namespace(bento=None, package=str(tmp_path), store=None, port=free_port()))
 
 
 def test_cli_commands_parse():
@@ -115,3 +130,20 @@ def test_k8s_manifests_are_complete():
     assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"] and svc["spec"]["ports"][0]["targetPort"] == "http"
     bentofile = yaml.safe_load((REPO / "deploy" / "bentofile.yaml").read_text())
     assert bentofile["service"] == "serving.service:IATRanker" and bentofile["python"]["lock_packages"] is False
+
+
+def test_plain_bentoml_build_of_the_shipped_bentofile(b, tmp_path):
+    """`bentoml build -f deploy/bentofile.yaml .` from the repository root: a clear error while no package was
+    saved, then a Bento that carries the latest saved package."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "bentoml", "build", "-f", "deploy/bentofile.yaml", ".", "--output", "tag"]
+    empty = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "BENTOML_HOME": str(tmp_path / "empty_home")})
+    assert empty.returncode != 0 and "iat-serving-package" in empty.stdout + empty.stderr
+    bento = build_bento(b.package, bento_name("plain build"), bento_version("1", b.ranker.config["version"]))
+    model_tag = bento.info.all_models[0].tag
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    plain = bentoml.get(done.stdout.strip().splitlines()[-1].removeprefix("__tag__:"))
+    assert [(m.tag, m.alias) for m in plain.info.all_models] == [(model_tag, PACKAGE_ALIAS)]
