@@ -105,3 +105,26 @@ def format_result_table(table: Mapping[str, Any]) -> str:
     if table.get("transfer"):
         lines += ["", table["transfer"]]
     return "\n".join(lines)
+
+
+def model_card(name: str, spec: Mapping[str, Any], metrics: Mapping[str, Any], token_store: Mapping[str, Any] | None) -> str:
+    """A ranker's card in markdown: what it is, what it read, and its valid / test metrics (with CIs) and per seed.
+
+    ZenML renders it in the run view and the artifact page, where the open-source dashboard shows no model page."""
+    entries = per_seed(metrics)
+    lines = [f"# Ranker `{name}`", "", f"- spec: `{dict(spec)}`"]
+    if token_store:
+        lines.append(f"- instance tokens: store `{token_store.get('path')}` ({token_store.get('rows')} tokens, {token_store.get('dtype')})")
+    else:
+        lines.append("- instance tokens: none (a base ranker)")
+    if metrics.get("params") is not None:
+        lines.append(f"- parameters: {int(metrics['params']):,}")
+    lines.append(f"- training seeds: {', '.join(str(e['seed']) for e in entries)}")
+    for split in ("valid", "test"):
+        table = result_table([(name, name, metrics)], split=split)
+        lines += ["", f"## {split}", "", format_result_table(table)]
+    lines += ["", "## per seed (test)", "", "| seed | best epoch | AUC | GAUC | LogLoss |", "|---:|---:|---:|---:|---:|"]
+    for e in entries:
+        t = e["test"]
+        lines.append(f"| {e['seed']} | {e.get('best_epoch', '')} | {t['auc']:.4f} | {t['gauc']:.4f} | {t['logloss']:.4f} |")
+    return "\n".join(lines)

@@ -59,8 +59,8 @@ def end_to_end(
     split_df, schema = data_steps(dataset, users, seed, path, max_quarantine_share, reports_dir)
     bundle = train_source(split_df, schema, kind=kind, seed=seed, epochs=epochs, n_boot=n_boot)
     store = materialize_tokens(bundle, split_df)
-    base = train_ranker(split_df, schema, seeds=seeds, epochs=epochs, n_boot=n_boot, id=BASE_STEP)
-    iat = train_ranker(split_df, schema, token_store=store, L=L, seeds=seeds, epochs=epochs, n_boot=n_boot, id=IAT_STEP)
+    base, _ = train_ranker(split_df, schema, seeds=seeds, epochs=epochs, n_boot=n_boot, id=BASE_STEP)
+    iat, _ = train_ranker(split_df, schema, token_store=store, L=L, seeds=seeds, epochs=epochs, n_boot=n_boot, id=IAT_STEP)
     # Transfer trains its own per-domain sources on the same split log (iat.transfer); its config is bound.
     _, transfer_md = transfer_evaluation(split_df, schema, L=L, seeds=seeds, epochs=epochs)
     table, _ = result_table(base, iat, split_df, transfer=transfer_md)

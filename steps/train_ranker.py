@@ -1,11 +1,14 @@
-from typing import Annotated, Any, Dict, List, Optional
+from typing import Annotated, Any, Dict, List, Optional, Tuple
 
 import pandas as pd
-from zenml import log_metadata, step
+from zenml import get_step_context, log_metadata, step
+from zenml.exceptions import StepContextError
+from zenml.types import MarkdownString
 
 from iat.dist_train import train_downstream_with
 from iat.downstream import DownstreamData, DownstreamSpec, RankerBundle
 from iat.models.registry import SourceBundle
+from iat.report import model_card
 from iat.limits import check_run_bounds
 from iat.schema import Schema
 from iat.tokens import TokenStore
@@ -26,13 +29,14 @@ def train_ranker(
     epochs: Optional[int] = None,
     seeds: Optional[List[int]] = None,
     processes: int = 1,
-) -> Annotated[RankerBundle, "ranker"]:
+) -> Tuple[Annotated[RankerBundle, "ranker"], Annotated[MarkdownString, "model_card"]]:
     """Train one downstream ranking model (base, +IAT or SIF-Mixer) on the train split, early stopping on
     valid, and score valid / test with user-bootstrap CIs; metrics go to the ranker's ZenML model version.
 
     ``L`` (token history length, for a spec that reads tokens) and ``epochs`` override the spec's / the train
     config's. ``seeds``: train one model per seed (the train config's seed by default); the artifact is the
-    model of the first seed, and ``metrics["seeds"]`` holds every seed's valid / test metrics.
+    model of the first seed, and ``metrics["seeds"]`` holds every seed's valid / test metrics. ``model_card``: the
+    same in markdown, rendered in the run view (the open-source dashboard has no model page).
     ``processes`` > 1: train with that many DDP processes on this machine (torchrun; users sharded across them,
     ``batch_size`` stays the global batch); each bundle comes back from rank 0.
     """
@@ -70,4 +74,9 @@ def train_ranker(
         },
         infer_model=True,
     )
-    return bundle
+    try:
+        mv = get_step_context().model
+        name = f"{mv.name} v{mv.number}"
+    except StepContextError:  # a run without a ZenML model: the spec names the ranker
+        name = s.name
+    return bundle, MarkdownString(model_card(name, spec, metrics, token_store))

@@ -34,3 +34,8 @@ def test_tokens_and_downstream_pipelines_with_lineage():
     assert 0.5 < ranker.metrics["test"]["auc"] < 1.0
     rv = Client().get_model_version("iat-ranker-t-iat-test")
     assert abs(rv.run_metadata["test"]["auc"] - ranker.metrics["test"]["auc"]) < 1e-9
+    # the model card: rendered in the run view (a MarkdownString), naming the model version, its store and metrics
+    card = run.steps["train_ranker"].outputs["model_card"][0]
+    text = card.load()
+    assert card.visualizations and f"iat-ranker-t-iat-test v{rv.number}" in text and handle["path"] in text
+    assert f"{ranker.metrics['test']['auc']:.4f}" in text and f"{ranker.metrics['valid']['auc']:.4f}" in text
