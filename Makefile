@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all bench
+.PHONY: setup system-deps demo test test-all bench
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +16,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps recbole==1.2.1
 	touch $(STAMP)
 
-setup: $(STAMP)
+# redis-server: the online token store's server (iat.tokens.online; tests start it on a free loopback port).
+system-deps:
+	@command -v redis-server >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server; }
+
+setup: $(STAMP) system-deps
 
 demo: setup
 	$(BIN)/iat demo --config configs/demo.yaml

@@ -100,6 +100,21 @@ def _cmd_tokens_inspect(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tokens_publish(a: argparse.Namespace) -> int:
+    import redis
+
+    from iat.tokens import TokenStore
+    from iat.tokens.online import RedisTokenStore, publish
+
+    store = TokenStore.open(a.path)
+    client = redis.Redis.from_url(a.redis)
+    version = publish(store, client, a.prefix, a.retention)
+    online = RedisTokenStore.open(client, a.prefix)
+    kept = f", each user's last {a.retention}" if a.retention else ""
+    print(f"published {store.root} (version {store.version}, {store.rows:,} tokens) to {a.redis} as live version {version} under '{a.prefix}': {online.rows:,} tokens{kept}")
+    return 0
+
+
 def _cmd_train_dist(a: argparse.Namespace) -> int:
     from iat.dist_train import main as dist_main
 
@@ -160,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     ti = tsub.add_parser("inspect", help="print a token store's manifest and per-user history lengths")
     ti.add_argument("path")
     ti.set_defaults(func=_cmd_tokens_inspect)
+    tp = tsub.add_parser("publish", help="copy a token store to Redis as a new version and switch the live version to it (the online store)")
+    tp.add_argument("path")
+    tp.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL (default: %(default)s)")
+    tp.add_argument("--prefix", default="iat", help="key prefix: one online store per prefix (default: %(default)s)")
+    tp.add_argument("--retention", type=int, default=0, help="keep each user's last N tokens, also on every later ingest (0: all)")
+    tp.set_defaults(func=_cmd_tokens_publish)
 
     d = sub.add_parser("demo", help="the main job: the end_to_end pipeline (data -> source -> tokens -> base and +IAT rankers -> transfer), with its result table")
     d.add_argument("--config", default="configs/demo.yaml")

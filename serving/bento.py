@@ -9,6 +9,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import bentoml
 import yaml
@@ -40,15 +41,20 @@ def bento_version(model_version: str, ranker_version: str) -> str:
     return f"mv{_slug(str(model_version))}-{ranker_version}"
 
 
+def _delete_if_present(delete: Callable[[str], None], tag: str) -> None:
+    """Remove a model or Bento of that tag from the local store, so a rebuild replaces it."""
+    try:
+        delete(tag)
+    except NotFound:
+        pass
+
+
 def save_package_model(package_dir: str | Path, version: str, labels: dict[str, str]) -> bentoml.Model:
     """The serving package as BentoML model ``iat-serving-package:<version>`` (replaced if it exists): ``bentoml
     models list`` shows it with its size, and a Bento that lists it carries it."""
     pkg = read_package(package_dir)
     tag = f"{PACKAGE_MODEL}:{_slug(version)}"
-    try:
-        bentoml.models.delete(tag)
-    except NotFound:
-        pass
+    _delete_if_present(bentoml.models.delete, tag)
     with bentoml.models.create(tag, labels=labels, metadata={"L": pkg.L, "store_rows": int(pkg.meta.get("store_rows", 0))}) as model:
         shutil.copytree(pkg.root, model.path, dirs_exist_ok=True)
     return bentoml.models.get(tag)
@@ -59,11 +65,7 @@ def build_bento(package_dir: str | Path, name: str, version: str, labels: dict[s
     the Bento described by ``bentofile`` with that exact model under the alias ``serving-package``; an existing
     Bento with the same tag is replaced."""
     pkg = read_package(package_dir)
-    tag = f"{name}:{version}"
-    try:
-        bentoml.bentos.delete(tag)
-    except NotFound:
-        pass
+    _delete_if_present(bentoml.bentos.delete, f"{name}:{version}")
     meta = {
         "ranker_version": str(pkg.meta["ranker"]["version"]),
         "source_version": str(pkg.meta["source"]["version"]),

@@ -36,7 +36,8 @@ from iat.tokens.rows import ROW_COLUMNS
 
 CONVERSION_UNKNOWN = -1
 CONVERSION_PAD = -2
-_FILL = {"ts": 0, "instance_id": -1, "domain": -1, "item_id": -1, "category": -1, "click": -1, "conversion": 0}
+# padding value of each gathered row column (conversion: overwritten by the label rule)
+FILL = {"ts": 0, "instance_id": -1, "domain": -1, "item_id": -1, "category": -1, "click": -1, "conversion": 0}
 
 
 @dataclass
@@ -71,6 +72,39 @@ class _Part:
     @property
     def rows(self) -> int:
         return len(self.cols["ts"])
+
+
+def fetch_requests(user_ids: Any, ts: Any, L: int) -> tuple[np.ndarray, np.ndarray]:
+    """Checked fetch arguments: user ids [B] and one ts per request (``ts`` may be one value for all)."""
+    u = np.asarray(user_ids, dtype=np.int64)
+    if u.ndim != 1:
+        raise ValueError(f"user_ids must be 1-d, got shape {u.shape}")
+    t = np.asarray(ts, dtype=np.int64)
+    if t.ndim > 1 or (t.ndim == 1 and len(t) != len(u)):
+        raise ValueError(f"ts must be one value or one per request ({len(u)}), got shape {t.shape}")
+    if L < 1:
+        raise ValueError(f"L must be >= 1, got {L}")
+    return u, np.broadcast_to(t, u.shape)
+
+
+def fetch_result(
+    out: dict[str, np.ndarray], mask: np.ndarray, conversion_ts: np.ndarray, t: np.ndarray, stored: np.ndarray,
+    dtype: str, scale: np.ndarray | None, decode_tokens: bool,
+) -> FetchResult:
+    """Gathered columns -> ``FetchResult``: the label rule (a conversion shows once ``conversion_ts`` < request
+    ts), time gaps, and the tokens decoded (or stored values with their scale). Shared by every backend."""
+    visible = mask & (conversion_ts < t[:, None])
+    conversion = np.where(visible, out.pop("conversion"), CONVERSION_UNKNOWN).astype(np.int8)
+    conversion[~mask] = CONVERSION_PAD
+    decoded = decode_tokens or dtype in ("fp32", "uint8")
+    return FetchResult(
+        tokens=decode(stored, dtype, scale) if decoded else stored,
+        mask=mask,
+        time_gap=np.where(mask, t[:, None] - out["ts"], 0),
+        conversion=conversion,
+        scale=None if decoded else scale,
+        **out,
+    )  # fmt: skip
 
 
 class TokenStore:
@@ -200,15 +234,7 @@ class TokenStore:
         ``ts`` may be one value for the whole batch. Unknown users get an all-masked history.
         ``decode_tokens=False`` returns stored fp16 / int8 values (with ``scale``) for decoding on device.
         """
-        u = np.asarray(user_ids, dtype=np.int64)
-        if u.ndim != 1:
-            raise ValueError(f"user_ids must be 1-d, got shape {u.shape}")
-        t = np.asarray(ts, dtype=np.int64)
-        if t.ndim > 1 or (t.ndim == 1 and len(t) != len(u)):
-            raise ValueError(f"ts must be one value or one per request ({len(u)}), got shape {t.shape}")
-        t = np.broadcast_to(t, u.shape)
-        if L < 1:
-            raise ValueError(f"L must be >= 1, got {L}")
+        u, t = fetch_requests(user_ids, ts, L)
         # empty parts hold nothing to merge; a store has at least its base part
         live = [p for p in self.parts if p.rows > 0] or self.parts[:1]
         found = [locate_before(p.users, p.offsets, p.cols["ts"], p.max_len, u, t, L) for p in live]
@@ -224,21 +250,8 @@ class TokenStore:
         def col(name: str, fill: int | float) -> np.ndarray:
             return gather([p.cols[name] for p in live], plan, fill)
 
-        out = {name: col(name, fill) for name, fill in _FILL.items()}
-        conversion_ts = col("conversion_ts", 0)
-        visible = mask & (conversion_ts < t[:, None])
-        conversion = np.where(visible, out.pop("conversion"), CONVERSION_UNKNOWN).astype(np.int8)
-        conversion[~mask] = CONVERSION_PAD
-        stored = col("tokens", 0)
-        decoded = decode_tokens or self.dtype in ("fp32", "uint8")
-        return FetchResult(
-            tokens=decode(stored, self.dtype, self.scale) if decoded else stored,
-            mask=mask,
-            time_gap=np.where(mask, t[:, None] - out["ts"], 0),
-            conversion=conversion,
-            scale=None if decoded else self.scale,
-            **out,
-        )
+        out = {name: col(name, fill) for name, fill in FILL.items()}
+        return fetch_result(out, mask, col("conversion_ts", 0), t, col("tokens", 0), self.dtype, self.scale, decode_tokens)
 
     def locate_instances(self, instance_ids: Any) -> tuple[np.ndarray, np.ndarray]:
         """(part index, row) of each instance id; -1, -1 where the store does not hold it."""
