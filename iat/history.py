@@ -69,6 +69,15 @@ class ClickIndex:
     def fetch(self, user: np.ndarray, ts: np.ndarray, L: int) -> tuple[np.ndarray, np.ndarray]:
         return locate_before(self.users, self.offsets, self.ts, self.max_len, user, ts, L)
 
+    def fetch_items(self, user: np.ndarray, ts: np.ndarray, L: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(item_id, category, ts, mask) [B, L] of each request's last ``L`` clicks strictly before its ts, left-padded
+        (the interface ``HistoryAssembler`` reads; the online store's ``RedisClickIndex`` has the same)."""
+        idx, mask = self.fetch(user, ts, L)
+        if len(self.ts) == 0:  # no click anywhere yet: every history is empty
+            zeros = np.zeros(mask.shape, np.int64)
+            return zeros, zeros, zeros, mask
+        return self.item_id[idx], self.category[idx], self.ts[idx], mask
+
 
 class HistoryAssembler:
     """Turns (encoded requests, token store) into model-ready tensors, mapping raw ids to encoder indices."""
@@ -98,10 +107,10 @@ class HistoryAssembler:
         """The ``HISTORY_KEYS`` tensors of requests (user, ts), one row each, strictly before ts."""
         out: dict[str, torch.Tensor] = {}
         if self.clicks is not None:
-            idx, mask = self.clicks.fetch(user_id, ts, self.base_L)
-            out["seq_item"] = torch.from_numpy(self._ids("item_id", self.clicks.item_id[idx], mask))
-            out["seq_cat"] = torch.from_numpy(self._ids(self.cat_field, self.clicks.category[idx], mask))
-            out["seq_gap"] = gap_bucket(torch.from_numpy(ts[:, None] - self.clicks.ts[idx])) * torch.from_numpy(mask)
+            item, cat, click_ts, mask = self.clicks.fetch_items(user_id, ts, self.base_L)
+            out["seq_item"] = torch.from_numpy(self._ids("item_id", item, mask))
+            out["seq_cat"] = torch.from_numpy(self._ids(self.cat_field, cat, mask))
+            out["seq_gap"] = gap_bucket(torch.from_numpy(ts[:, None] - click_ts)) * torch.from_numpy(mask)
             out["seq_mask"] = torch.from_numpy(mask)
         if self.store is not None:
             h = self.store.fetch_before(user_id, ts, self.L)
@@ -113,7 +122,11 @@ class HistoryAssembler:
             out["tok_gap"] = gap_bucket(torch.from_numpy(h.time_gap)) * torch.from_numpy(h.mask)
             hour, weekday = hour_and_weekday(h.ts, h.mask)
             out["tok_hour"], out["tok_weekday"] = torch.from_numpy(hour), torch.from_numpy(weekday)
-            out["tok_domain"] = torch.from_numpy(self._dom_map[h.domain.astype(np.int64) + 1])
+            # a code beyond the map: a domain the online store learnt after this assembler was made (another
+            # replica's ingest); out of vocabulary (index 0) for this request, the serving view reloads for the next
+            code = h.domain.astype(np.int64) + 1
+            known = code < len(self._dom_map)
+            out["tok_domain"] = torch.from_numpy(np.where(known, self._dom_map[np.where(known, code, 0)], 0))
             out["tok_item"] = torch.from_numpy(self._ids("item_id", h.item_id, h.mask))
             out["tok_cat"] = torch.from_numpy(self._ids(self.cat_field, h.category, h.mask))
         return out

@@ -18,6 +18,12 @@ duplicates (O(store) per append) and each append adds a part, so after ``max_par
 compacted (O(store)); both are fine at demo scale and are what to replace (batched appends) beyond it.
 A view notices writes by other processes (more workers, other replicas on a shared volume) through the
 manifest's stat and reloads.
+
+With an online store (``online=`` a Redis URL; the service's ``IAT_ONLINE_STORE``) every replica reads and writes
+the one live store on Redis (``iat.tokens.online``): ingests and labels are atomic scripts there, visible to the
+next fetch of every replica, with no part files, no compaction and no O(store) duplicate check. The view then
+only follows the live version (a newly published store) and the domain vocabulary. An empty Redis is seeded from
+the package's snapshot on first start.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from iat.schema import Feature, label_problem
 from iat.serving_package import ServingPackage, check_compatible, read_package, snapshot_store
 from iat.tokens.manifest import MANIFEST_FILE
 from iat.tokens.materialize import encode_instances
+from iat.tokens.online import RedisClickIndex, RedisTokenStore, open_or_seed
 from iat.tokens.store import TokenStore
 
 Loc = tuple[str | int, ...]
@@ -91,10 +98,10 @@ class Scores:
 
 @dataclass(frozen=True)
 class _View:
-    store: TokenStore
-    clicks: ClickIndex
+    store: TokenStore | RedisTokenStore
+    clicks: ClickIndex | RedisClickIndex
     assembler: HistoryAssembler
-    stamp: tuple[int, int, int]  # manifest (inode, mtime_ns, size) when this view was made
+    stamp: tuple[int, ...]  # manifest (inode, mtime_ns, size) when this view was made; online: (version, domains)
 
 
 def _stamp(root: Path) -> tuple[int, int, int]:
@@ -123,9 +130,10 @@ def _with_click(clicks: ClickIndex, user: int, ts: int, item: int, category: int
 
 class ServingCore:
     def __init__(
-        self, package: ServingPackage, ranker: RankerBundle, source: SourceBundle, store_path: Path, max_parts: int = DEFAULT_MAX_PARTS, device: str = "cpu"
-    ):
-        self.package, self.ranker, self.source, self.store_path = package, ranker, source, store_path
+        self, package: ServingPackage, ranker: RankerBundle, source: SourceBundle, store_path: Path, max_parts: int = DEFAULT_MAX_PARTS, device: str = "cpu",
+        online: RedisTokenStore | None = None,
+    ):  # fmt: skip
+        self.package, self.ranker, self.source, self.store_path, self.online = package, ranker, source, store_path, online
         self.device = torch.device(device)
         if isinstance(ranker.model, torch.nn.Module):
             ranker.model.to(self.device)  # the ranker scores there; the source model encodes ingests on the CPU
@@ -136,15 +144,25 @@ class ServingCore:
         self.category_column = self.schema.category_column
         self.post_sit = str(package.meta["token_source"].get("model", "")).endswith("-post-sit")
         self._write_lock = threading.RLock()  # view() may reload while a write holds it
+        if online is not None:
+            check_compatible(ranker, source, online.source, f"the online store {online.prefix} (version {online.version})")
+            self._view = self._make_view(online, RedisClickIndex(online), self._online_stamp(online))
+            return
         store = TokenStore.open(store_path)
         check_compatible(ranker, source, store.source, str(store_path))
         self._view = self._make_view(store, ClickIndex.from_store(store), _stamp(store_path))
 
     @classmethod
-    def load(cls, package: str | Path, store: str | Path | None = None, max_parts: int = DEFAULT_MAX_PARTS, device: str = "cpu") -> "ServingCore":
-        """Load the package's ranker and source model, and open the live token store: ``store`` (seeded from the
-        package's snapshot when it does not exist yet) or, by default, the package's own store, in place."""
+    def load(
+        cls, package: str | Path, store: str | Path | None = None, max_parts: int = DEFAULT_MAX_PARTS, device: str = "cpu", online: str | None = None
+    ) -> "ServingCore":
+        """Load the package's ranker and source model, and open the live token store: the online store at Redis
+        URL ``online`` (seeded from the package's snapshot when nothing is published there), else ``store``
+        (seeded likewise when it does not exist yet) or, by default, the package's own store, in place."""
         pkg = read_package(package)
+        if online:
+            ranker, source = load_ranker(pkg.ranker_dir), load_bundle(pkg.source_dir)
+            return cls(pkg, ranker, source, pkg.store_dir, max_parts, device, online=open_or_seed(online, pkg.store_dir))
         store_path = Path(store) if store is not None else pkg.store_dir
         if not (store_path / MANIFEST_FILE).is_file():
             if store_path.exists() and any(store_path.iterdir()):
@@ -161,9 +179,21 @@ class ServingCore:
         assembler = HistoryAssembler(self.ranker.encoder, tokens, clicks, L=self.spec.L, base_L=self.spec.base_L)
         return _View(store, clicks, assembler, stamp)
 
+    @staticmethod
+    def _online_stamp(store: RedisTokenStore) -> tuple[int, int]:
+        return store.live_state()
+
     def view(self) -> _View:
-        """The current view; reloaded when another process published a new store version."""
+        """The current view; reloaded when another process published a new store version (online: a new live
+        version, or a domain another replica's ingest added)."""
         v = self._view
+        if self.online is not None:
+            stamp = self._online_stamp(v.store)  # type: ignore[arg-type]
+            if stamp != v.stamp:
+                with self._write_lock:
+                    store = v.store.refresh() if stamp[0] != v.store.version else v.store
+                    v = self._view = self._make_view(store, RedisClickIndex(store), self._online_stamp(store))  # type: ignore[arg-type]
+            return v
         if _stamp(self.store_path) != v.stamp:
             with self._write_lock:
                 v = self._view
@@ -291,6 +321,8 @@ class ServingCore:
         token = encode_instances(self.source, df, progress=False)
         cat = self.category_column
         category = int(df[cat].iloc[0]) if cat and pd.notna(df[cat].iloc[0]) else -1
+        if self.online is not None:
+            return self._ingest_online(inst, df, token, category)
         with self._write_lock:
             old = self.view()
             try:
@@ -307,20 +339,46 @@ class ServingCore:
             new = self._publish(old, store, clicks)
         return {"instance_id": int(inst["instance_id"]), "store_version": new.store.version, "store_rows": new.store.rows}
 
+    def _ingest_online(self, inst: Mapping[str, Any], df: pd.DataFrame, token: np.ndarray, category: int) -> dict[str, int]:
+        """``ingest`` into the online store: one atomic script, no lock (replicas write side by side)."""
+        store = self.view().store
+        try:
+            store.append(
+                user_id=df["user_id"], ts=df["ts"], instance_id=df["instance_id"], domain=df["domain"], item_id=df["item_id"],
+                category=np.array([category], np.int64), click=df["click"], conversion=df["conversion"], conversion_ts=df["conversion_ts"],
+                tokens=token,
+            )  # fmt: skip
+        except ValueError as e:
+            if "already in the store" in str(e):
+                raise ConflictError(("instance_id",), f"instance {inst['instance_id']} is already in the token store") from e
+            raise RequestError(("instance",), str(e)) from e
+        return {"instance_id": int(inst["instance_id"]), "store_version": store.version, "store_rows": store.rows}
+
+    def _check_label(self, instance_id: int, conversion_ts: int, inst_ts: int, click: int) -> None:
+        if conversion_ts < inst_ts:
+            raise RequestError(("conversion_ts",), f"{conversion_ts} precedes the instance's ts {inst_ts}")
+        if click != 1:
+            raise RequestError(("instance_id",), f"instance {instance_id} was not clicked: it cannot convert")
+
     def label(self, instance_id: int, conversion_ts: int, conversion: int = 1) -> dict[str, int]:
         """Record a delayed conversion label (known from ``conversion_ts`` on) for a stored instance."""
         if conversion not in (0, 1):
             raise RequestError(("conversion",), "must be 0 or 1")
+        if self.online is not None:
+            store = self.view().store
+            row = store.instance(instance_id)  # type: ignore[union-attr]
+            if row is None:
+                raise NotFoundError(("instance_id",), f"instance {instance_id} is not in the token store")
+            self._check_label(instance_id, conversion_ts, row["ts"], row["click"])
+            store.set_conversion([instance_id], conversion_ts, conversion)
+            return {"instance_id": int(instance_id), "store_version": store.version}
         with self._write_lock:
             old = self.view()
             part, row = old.store.locate_instances([instance_id])
             if part[0] < 0:
                 raise NotFoundError(("instance_id",), f"instance {instance_id} is not in the token store")
-            inst_ts = int(old.store.parts[int(part[0])].cols["ts"][int(row[0])])
-            if conversion_ts < inst_ts:
-                raise RequestError(("conversion_ts",), f"{conversion_ts} precedes the instance's ts {inst_ts}")
-            if int(old.store.parts[int(part[0])].cols["click"][int(row[0])]) != 1:
-                raise RequestError(("instance_id",), f"instance {instance_id} was not clicked: it cannot convert")
+            cols = old.store.parts[int(part[0])].cols
+            self._check_label(instance_id, conversion_ts, int(cols["ts"][int(row[0])]), int(cols["click"][int(row[0])]))
             store = old.store.set_conversion([instance_id], conversion_ts, conversion)
             new = self._publish(old, store, old.clicks)
         return {"instance_id": int(instance_id), "store_version": new.store.version}
@@ -336,5 +394,9 @@ class ServingCore:
             "L": self.spec.L,
             "base_L": self.spec.base_L,
             "ingest": not self.post_sit,
-            "store": {"path": str(self.store_path), "version": v.store.version, "rows": v.store.rows, "parts": len(v.store.parts)},
+            "store": (
+                {"online": self.online.describe(), "version": v.store.version, "rows": v.store.rows}
+                if self.online is not None
+                else {"path": str(self.store_path), "version": v.store.version, "rows": v.store.rows, "parts": len(v.store.parts)}
+            ),
         }

@@ -8,6 +8,8 @@ model that encodes new instances, and the token store - through ``iat.serving_co
   ``serving-package`` (``serving.bento``: ``iat-serving-package:<version>``, pinned when the Bento was built);
 - ``IAT_TOKEN_STORE``: the live store that ingest writes to (seeded from the package's snapshot on first
   start); default: the package's own store, in place. A Bento's files are immutable, so serve a Bento with it set.
+- ``IAT_ONLINE_STORE``: a Redis URL (``redis://host:6379/0``): every replica reads and writes the one online store
+  there (``iat.tokens.online``; seeded from the package's snapshot when empty) instead of a file store.
 
 Endpoints: ``POST /rank``, ``POST /ingest``, ``POST /label``, ``POST /info``; BentoML's own ``/livez``
 (liveness), ``/readyz`` (readiness: ``__is_ready__``, true once the model and the store are loaded and the
@@ -92,12 +94,14 @@ class IATRanker:
         # One intra-op thread by default: the service's parallelism is across requests (two API
         # threads), and on a busy 2-core machine two intra-op threads scored a 100 x 256 batch 10x slower than one.
         torch.set_num_threads(int(os.environ.get("IAT_TORCH_THREADS", "1")))
-        self.core = ServingCore.load(package_path(), store=os.environ.get("IAT_TOKEN_STORE"), device=os.environ.get("IAT_DEVICE", "cpu"))
+        self.core = ServingCore.load(
+            package_path(), store=os.environ.get("IAT_TOKEN_STORE"), device=os.environ.get("IAT_DEVICE", "cpu"), online=os.environ.get("IAT_ONLINE_STORE") or None
+        )
 
     def __is_ready__(self) -> bool:
         try:
-            self.core.view()  # reads the store's manifest: fails if the store vanished
-        except OSError:
+            self.core.view()  # reads the store's manifest (or the online store's live version): fails if it is gone
+        except Exception:  # noqa: BLE001 - a vanished file store (OSError) or an unreachable Redis: not ready either way
             return False
         return True
 

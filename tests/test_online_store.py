@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from iat.tokens import TokenStore, append_segment, set_conversion, write_store
-from iat.tokens.online import RedisTokenStore, publish
+from iat.history import ClickIndex
+from iat.tokens.online import RedisClickIndex, RedisTokenStore, publish
 from iat.tokens.redis_server import RedisServer
 from tests.test_fetch_properties import SRC, columns, scenarios
 
@@ -66,6 +67,11 @@ def test_redis_and_file_backends_return_identical_histories(server, sc: dict[str
         req_t = np.array([t for _, t in sc["requests"]], np.int64)
         _same(online.fetch_before(req_u, req_t, sc["L"]), offline.fetch_before(req_u, req_t, sc["L"]), "fetch")
         assert online.domains == offline.domains and online.rows == offline.rows
+        # the clicked-item sequence of the base ranker, from both (padding aside)
+        a, b = RedisClickIndex(online).fetch_items(req_u, req_t, sc["L"]), ClickIndex.from_store(offline).fetch_items(req_u, req_t, sc["L"])
+        np.testing.assert_array_equal(a[3], b[3])
+        for x, y in zip(a[:3], b[:3]):
+            np.testing.assert_array_equal(x[a[3]], y[b[3]])
         if sc["dtype"] == "int8":  # stored values too (undecoded), with the same scale
             a, b = online.fetch_before(req_u, req_t, sc["L"], decode_tokens=False), offline.fetch_before(req_u, req_t, sc["L"], decode_tokens=False)
             np.testing.assert_array_equal(a.tokens, b.tokens)

@@ -147,3 +147,17 @@ def test_plain_bentoml_build_of_the_shipped_bentofile(b, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     plain = bentoml.get(done.stdout.strip().splitlines()[-1].removeprefix("__tag__:"))
     assert [(m.tag, m.alias) for m in plain.info.all_models] == [(model_tag, PACKAGE_ALIAS)]
+
+
+def test_k8s_online_store_manifests() -> None:
+    """Several ranker replicas on one Redis: the URL names the Redis Service, which selects the Redis pods, whose
+    append-only file is fsynced on every write; the ranker pods carry no token-store volume."""
+    docs = {d["kind"]: d for f in sorted((K8S / "online").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d["metadata"]["name"].startswith("iat-r")}
+    redis_svc = next(d for f in sorted((K8S / "online").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d["kind"] == "Service")
+    dep, sts = docs["Deployment"], docs["StatefulSet"]
+    assert dep["spec"]["replicas"] >= 2 and "volumes" not in dep["spec"]["template"]["spec"]
+    env = {e["name"]: e["value"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["IAT_ONLINE_STORE"] == f"redis://{redis_svc['metadata']['name']}:{redis_svc['spec']['ports'][0]['port']}/0"
+    assert redis_svc["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"]
+    args = sts["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--appendfsync") + 1] == "always" and args[args.index("--appendonly") + 1] == "yes"

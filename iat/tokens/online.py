@@ -10,6 +10,8 @@ Layout under a key prefix (default ``iat``), for each published version ``v``:
   ``key`` is the instance id as 8 big-endian bytes with the sign bit flipped, so rows of one ts sort by instance
   id as in the file store, and ``id`` is the instance id as fixed-width text (Lua reads it to keep the index).
   Every member has the same length, so a fetch turns the members into arrays with one ``np.frombuffer``.
+- ``<p>:<v>:c:<user>``: the user's clicked rows (``key | ts | item_id | category``, score = ts): the base
+  ranker's clicked-item sequence (``RedisClickIndex``), kept beside the tokens by publish and by every ingest.
 - ``<p>:<v>:i``: instance id -> ``<user>:<ts>`` (duplicate check and label updates find the row from it).
 - ``<p>:<v>:dom``: domain -> code (append-only, assigned atomically); ``<p>:<v>:meta``: JSON of the version
   (source, kind, dtype, dims, int8 scale, retention).
@@ -24,7 +26,9 @@ retention. The label rule is the file store's: a fetched conversion shows only o
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,12 +43,17 @@ ID_WIDTH = 20  # "+0000000000000012345": sign and 19 digits hold any int64
 _SIGN = np.uint64(1 << 63)
 _PUBLISH_CHUNK = 20_000  # members per pipeline round trip when publishing
 
-# KEYS: user zset, index hash. ARGV: id text, member, ts, "<user>:<ts>", retention (0 = keep all), record width.
+# KEYS: user zset, index hash, user's clicked zset. ARGV: id text, member, ts, "<user>:<ts>", retention (0 = keep
+# all), record width, clicked member ("" when not clicked).
 _INGEST = """
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return -1 end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
 local keep = tonumber(ARGV[5])
+if ARGV[7] ~= '' then
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[7])
+  if keep > 0 then redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(keep + 1)) end
+end
 local dropped = 0
 if keep > 0 then
   local excess = redis.call('ZCARD', KEYS[1]) - keep
@@ -107,6 +116,19 @@ def member_dtype(dtype: str, dims: tuple[int, ...]) -> np.dtype:
     )
 
 
+CLICK_DTYPE = np.dtype([("key", ">u8"), ("ts", "<i8"), ("item_id", "<i8"), ("category", "<i8")])
+
+
+def pack_clicks(cols: dict[str, np.ndarray]) -> list[bytes]:
+    """Rows -> one clicked-set member each (for every row; the caller keeps the clicked ones)."""
+    rec = np.zeros(len(cols["ts"]), CLICK_DTYPE)
+    rec["key"] = cols["instance_id"].astype(np.int64).view(np.uint64) ^ _SIGN
+    for name in ("ts", "item_id", "category"):
+        rec[name] = cols[name]
+    raw, w = rec.tobytes(), CLICK_DTYPE.itemsize
+    return [raw[i * w : (i + 1) * w] for i in range(len(rec))]
+
+
 def _id_text(iid: np.ndarray) -> np.ndarray:
     return np.array([f"{int(i):+0{ID_WIDTH}d}" for i in iid], dtype=f"S{ID_WIDTH}")
 
@@ -137,7 +159,7 @@ class _Meta:
 
 def _keys(prefix: str, version: int) -> dict[str, str]:
     base = f"{prefix}:{version}"
-    return {"user": f"{base}:u:", "index": f"{base}:i", "domains": f"{base}:dom", "meta": f"{base}:meta"}
+    return {"user": f"{base}:u:", "clicks": f"{base}:c:", "index": f"{base}:i", "domains": f"{base}:dom", "meta": f"{base}:meta"}
 
 
 def publish(store: TokenStore, client: Any, prefix: str = DEFAULT_PREFIX, retention: int = 0, keep_previous: bool = True) -> int:
@@ -158,12 +180,15 @@ def publish(store: TokenStore, client: Any, prefix: str = DEFAULT_PREFIX, retent
         rank_from_end = np.repeat(np.diff(np.r_[start, len(users)]), np.diff(np.r_[start, len(users)])) - (np.arange(len(users)) - np.repeat(start, np.diff(np.r_[start, len(users)])))
         rows = {k: v[rank_from_end <= retention] for k, v in rows.items()}
     dt = member_dtype(store.dtype, store.dims)
-    members = pack(rows, dt)
-    ids = rows["id_text"] = _id_text(rows["instance_id"])
+    members, clicked = pack(rows, dt), pack_clicks(rows)
+    ids = _id_text(rows["instance_id"])
     pipe = client.pipeline(transaction=False)
-    for i, (u, t, m, iid) in enumerate(zip(rows["user_id"].tolist(), rows["ts"].tolist(), members, ids.tolist())):
+    rows_of = zip(rows["user_id"].tolist(), rows["ts"].tolist(), members, ids.tolist(), rows["click"].tolist(), clicked)
+    for i, (u, t, m, iid, c, cm) in enumerate(rows_of):
         pipe.zadd(f"{keys['user']}{u}", {m: t})
         pipe.hset(keys["index"], iid, f"{u}:{t}")
+        if c == 1:
+            pipe.zadd(f"{keys['clicks']}{u}", {cm: t})
         if (i + 1) % _PUBLISH_CHUNK == 0:
             pipe.execute()
     if store.domains:
@@ -224,6 +249,19 @@ class RedisTokenStore:
 
     def refresh(self) -> "RedisTokenStore":
         return RedisTokenStore.open(self.client, self.prefix)
+
+    def live_state(self) -> tuple[int, int]:
+        """(the live version, the number of domains of this version), in one round trip: what a serving view
+        follows."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(f"{self.prefix}:live")
+        pipe.hlen(self.keys["domains"])
+        live, n_domains = pipe.execute()
+        return int(live or 0), int(n_domains)
+
+    def describe(self) -> dict[str, Any]:
+        kw = self.client.connection_pool.connection_kwargs
+        return {"backend": "redis", "host": kw.get("host"), "port": kw.get("port"), "db": kw.get("db"), "prefix": self.prefix, "retention": self.meta.retention}
 
     # the file store's descriptive properties
     @property
@@ -288,6 +326,19 @@ class RedisTokenStore:
         stored = col("tokens", 0, STORED_DTYPE[self.dtype])
         return fetch_result(out, mask, col("conversion_ts", 0, np.int64), t, stored, self.dtype, self.scale, decode_tokens)
 
+    def instance(self, instance_id: int) -> dict[str, int] | None:
+        """The stored row of one instance (its ``ts``, ``click``, ``conversion``, ``conversion_ts``), or None."""
+        key = _id_text(np.array([instance_id]))[0]
+        at = self.client.hget(self.keys["index"], key)
+        if at is None:
+            return None
+        user, ts = at.decode().split(":")
+        for m in self.client.zrangebyscore(f"{self.keys['user']}{user}", ts, ts):
+            if m[-ID_WIDTH:] == key:
+                r = np.frombuffer(m, dtype=self.record)[0]
+                return {k: int(r[k]) for k in ("ts", "click", "conversion", "conversion_ts")}
+        return None
+
     def locate_instances(self, instance_ids: Any) -> np.ndarray:
         """Whether each instance id is in the store (retention may have dropped old ones)."""
         ids = _id_text(np.asarray(instance_ids, dtype=np.int64).ravel())
@@ -332,12 +383,13 @@ class RedisTokenStore:
             dup = cols["instance_id"][present]
             raise ValueError(f"instance_id: {len(dup)} ids are already in the store (e.g. {dup[:5].tolist()})")
         cols["tokens"], _ = encode(x, self.dtype, self.scale)
-        members = pack(cols, self.record)
+        members, clicked = pack(cols, self.record), pack_clicks(cols)
         ids = _id_text(cols["instance_id"]).tolist()
         width = self.record.itemsize - ID_WIDTH
         pipe = self.client.pipeline(transaction=False)
-        for uu, tt, m, i in zip(cols["user_id"].tolist(), cols["ts"].tolist(), members, ids):
-            self._ingest(keys=[f"{self.keys['user']}{uu}", self.keys["index"]], args=[i, m, tt, f"{uu}:{tt}", self.meta.retention, width], client=pipe)
+        for uu, tt, m, i, c, cm in zip(cols["user_id"].tolist(), cols["ts"].tolist(), members, ids, cols["click"].tolist(), clicked):
+            keys = [f"{self.keys['user']}{uu}", self.keys["index"], f"{self.keys['clicks']}{uu}"]
+            self._ingest(keys=keys, args=[i, m, tt, f"{uu}:{tt}", self.meta.retention, width, cm if c == 1 else b""], client=pipe)
         results = pipe.execute()
         if n == 1 and results[0] == -1:
             raise ValueError(f"instance_id: 1 ids are already in the store (e.g. {cols['instance_id'].tolist()})")
@@ -367,3 +419,49 @@ class RedisTokenStore:
             missing = iid[~np.array(found, bool)]
             raise ValueError(f"instance_ids: {len(missing)} not in the store (e.g. {missing[:5].tolist()})")
         return n
+
+
+class RedisClickIndex:
+    """The base ranker's clicked-item sequence from the online store (``ClickIndex.fetch_items``'s interface)."""
+
+    def __init__(self, store: RedisTokenStore) -> None:
+        self.store = store
+
+    def fetch_items(self, user: np.ndarray, ts: np.ndarray, L: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        u, t = fetch_requests(user, ts, L)
+        pipe = self.store.client.pipeline(transaction=False)
+        for uu, tt in zip(u.tolist(), t.tolist()):
+            pipe.zrevrangebyscore(f"{self.store.keys['clicks']}{uu}", f"({tt}", "-inf", start=0, num=L)
+        found = pipe.execute() if len(u) else []
+        n = np.array([len(f) for f in found], np.int64)
+        rec = np.frombuffer(b"".join(m for f in found for m in reversed(f)), dtype=CLICK_DTYPE)
+        mask = np.arange(L)[None, :] >= (L - n)[:, None]
+        start = np.r_[0, np.cumsum(n)[:-1]] if len(n) else np.zeros(0, np.int64)
+        src = (start[:, None] + np.arange(L)[None, :] - (L - n)[:, None])[mask]
+        cols = []
+        for name, fill in (("item_id", 0), ("category", 0), ("ts", 0)):
+            out = np.full((len(u), L), fill, np.int64)
+            out[mask] = rec[name][src]
+            cols.append(out)
+        return cols[0], cols[1], cols[2], mask
+
+
+def open_or_seed(url: str, store_dir: str | Path, prefix: str = DEFAULT_PREFIX, retention: int = 0, wait_s: float = 120.0) -> RedisTokenStore:
+    """The online store at ``url``; when nothing is published under ``prefix`` yet, the file store at ``store_dir``
+    is published first, by exactly one of the replicas starting together (a ``SET NX`` lock; the others wait)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + wait_s
+    while client.get(f"{prefix}:live") is None:
+        if client.set(f"{prefix}:seeding", "1", nx=True, ex=int(wait_s)):
+            try:
+                if client.get(f"{prefix}:live") is None:
+                    publish(TokenStore.open(store_dir), client, prefix, retention)
+            finally:
+                client.delete(f"{prefix}:seeding")
+        elif time.monotonic() > deadline:
+            raise TimeoutError(f"the online store at {url} ('{prefix}') was being seeded by another process for over {wait_s} s")
+        else:
+            time.sleep(0.2)
+    return RedisTokenStore.open(client, prefix)
