@@ -69,7 +69,10 @@ def _validate_chunked(path: str, out: Path, max_quarantine_share: float) -> int:
     return 0
 
 
-RUN_FLAGS = ("dataset", "users", "seed", "path", "model", "seeds", "epochs", "source", "source_version", "dtype", "post_sit", "shards", "seq", "iat", "tokens", "L", "name", "processes")
+RUN_FLAGS = (
+    "dataset", "users", "seed", "path", "model", "seeds", "epochs", "source", "source_version", "dtype", "post_sit", "shards", "online_store",
+    "retention", "seq", "iat", "tokens", "L", "name", "processes",
+)  # fmt: skip
 
 
 def _refuse_flags(a: argparse.Namespace, flags: set[str], pipeline: str) -> None:
@@ -162,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dtype", choices=["fp32", "fp16", "int8", "uint8"], help="tokens: storage dtype (default fp16, uint8 for hgaq)")
     r.add_argument("--post-sit", action="store_true", default=None, help="tokens: store post-SIT outputs (ablation)")
     r.add_argument("--shards", type=int, help="tokens: K > 1 materializes in K shard steps (by user) + a publish step")
+    r.add_argument("--online-store", help="tokens: also publish the store to this Redis (redis://host:6379/0) as the live online store")
+    r.add_argument("--retention", type=int, help="tokens: with --online-store, keep each user's last N tokens there")
     r.add_argument("--seq", choices=["din", "transformer", "longer", "none"], help="downstream: base behaviour-sequence module")
     r.add_argument("--iat", choices=["din", "transformer", "longer"], help="downstream: F_iat over the instance tokens")
     r.add_argument("--tokens", choices=["temporal", "user_order", "hgaq"], help="downstream: which source model's token store to read")

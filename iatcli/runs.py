@@ -40,7 +40,7 @@ def source_params(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"kind": kind, "model_config": (cfg.get("models") or {}).get(kind) or None, "train_config": train, **params}
 
 
-TOKENS_KEYS = ("source", "source_version", "dtype", "post_sit", "shards")
+TOKENS_KEYS = ("source", "source_version", "dtype", "post_sit", "shards", "online_store", "retention")
 DOWNSTREAM_KEYS = ("name", "seq", "iat", "tokens", "L", "base_L", "model", "config", "source", "source_version", "train", "epochs", "n_boot", "processes")
 
 

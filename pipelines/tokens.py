@@ -4,7 +4,7 @@ from zenml import Model, pipeline
 from zenml.client import Client
 from zenml.enums import ExecutionMode  # a failed step ends the run with its own exception
 
-from steps.tokens import materialize_shard, materialize_tokens, publish_tokens
+from steps.tokens import materialize_shard, materialize_tokens, publish_online, publish_tokens
 
 
 def tokens_pipeline(source: str = "temporal", source_version: Optional[str] = None, **params: Any) -> Any:
@@ -23,6 +23,8 @@ def _tokens_pipeline(
     post_sit: bool = False,
     shards: int = 1,
     stores_dir: Optional[str] = None,
+    online_store: Optional[str] = None,
+    retention: int = 0,
 ) -> None:
     """source bundle + the split log it was trained on (both read from the model version, for lineage)
     -> materialize -> token store (published atomically).
@@ -30,12 +32,16 @@ def _tokens_pipeline(
     With ``shards`` K > 1: K ``materialize_shard_<i>`` steps (users split by id hash; parallel on an orchestrator
     that runs independent steps at once, e.g. Kubernetes or Kubeflow) -> ``publish_tokens`` (one manifest over
     the shards). Either way the ``token_store`` artifact is the same, and so are the store's bytes.
+    With ``online_store`` (a redis:// URL): ``publish_online`` then makes the store the live version of the Redis
+    online store the ranking replicas read (``retention``: each user's last N tokens, 0 = all).
     """
     mv = Client().get_model_version(f"iat-source-{source}", source_version)
     bundle, data = mv.get_artifact("source_bundle"), mv.get_artifact("split_instances")
     if bundle is None or data is None:
         raise ValueError(f"model version iat-source-{source}:{source_version} has no source_bundle / split_instances artifact")
-    token_store_steps(bundle, data, dtype, post_sit, shards, stores_dir)
+    store = token_store_steps(bundle, data, dtype, post_sit, shards, stores_dir)
+    if online_store:
+        publish_online(store, online_store, retention)
 
 
 def token_store_steps(bundle: Any, data: Any, dtype: Optional[str], post_sit: bool, shards: int, stores_dir: Optional[str]) -> Any:

@@ -77,3 +77,20 @@ def publish_tokens(shards: List[Dict[str, Any]]) -> Annotated[Dict[str, Any], "t
         raise ValueError(f"publish_tokens needs shards 0..K-1 of one store, got {[(s['store'], s['shard'], s['shards']) for s in shards]}")
     store, dtype, k = stores.pop()
     return _store_handle(publish_shards(store, k, dtype=dtype, overwrite=True))
+
+
+@step(enable_cache=False)  # what a Redis holds is outside ZenML's knowledge: publish whenever asked
+def publish_online(token_store: Dict[str, Any], online_store: str, retention: int = 0) -> Annotated[Dict[str, Any], "online_store"]:
+    """Copy the token store to the Redis online store at ``online_store`` (a redis:// URL) as a new version and
+    switch the live version to it (``iat.tokens.online.publish``); ``retention`` > 0 keeps each user's last N."""
+    import redis
+
+    from iat.tokens import TokenStore
+    from iat.tokens.online import RedisTokenStore, publish
+
+    client = redis.Redis.from_url(online_store)
+    version = publish(TokenStore.open(token_store["path"]), client, retention=retention)
+    online = RedisTokenStore.open(client)
+    handle = {**online.describe(), "version": version, "rows": online.rows, "from": token_store["path"]}
+    log_metadata(handle, infer_artifact=True, artifact_name="online_store")
+    return handle

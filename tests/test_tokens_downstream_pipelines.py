@@ -3,6 +3,8 @@
 from zenml.client import Client
 
 from iat.tokens import TokenStore
+from iat.tokens.online import RedisTokenStore
+from iat.tokens.redis_server import RedisServer
 from pipelines.downstream import downstream_pipeline
 from pipelines.source import source_pipeline
 from pipelines.tokens import tokens_pipeline
@@ -15,9 +17,14 @@ def test_tokens_and_downstream_pipelines_with_lineage():
     assert src.status.value == "completed"
     bundle = src.steps["train_source"].outputs["source_bundle"][0].load()
 
-    run = Client().get_pipeline_run(tokens_pipeline(source="temporal").id)
-    assert run.status.value == "completed"
-    handle = run.steps["materialize_tokens"].outputs["token_store"][0].load()
+    with RedisServer() as redis:  # and published as the live online store, each user's last 16 tokens
+        run = Client().get_pipeline_run(tokens_pipeline(source="temporal", online_store=redis.url, retention=16).id)
+        online = RedisTokenStore.open(redis.client())
+        assert run.status.value == "completed"
+        published = run.steps["publish_online"].outputs["online_store"][0].load()
+        assert published["version"] == online.version and online.meta.retention == 16 and published["rows"] == online.rows
+        handle = run.steps["materialize_tokens"].outputs["token_store"][0].load()
+        assert online.source == TokenStore.open(handle["path"]).source and 0 < online.rows < TokenStore.open(handle["path"]).rows
     store = TokenStore.open(handle["path"], verify="full", expected_source={"version": bundle.config["version"]})
     mv = Client().get_model_version("iat-source-temporal")
     assert store.source["run_id"] == f"iat-source-temporal:{mv.name}"

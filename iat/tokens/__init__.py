@@ -2,7 +2,8 @@
 
 Write once with ``write_store``, grow online with ``append_segment`` / ``set_conversion``, fold with ``compact``,
 read with ``TokenStore.open(path).fetch_before(users, ts, L)``. See ``store`` for the fetched encodings and
-``writer`` for why publication is atomic.
+``writer`` for why publication is atomic. The online store that ranking replicas share is ``online`` (Redis: the
+same ``fetch_before`` contract, ``publish`` from a file-store version).
 """
 
 from iat.tokens.inspection import format_inspection, inspect_store
