@@ -49,9 +49,10 @@ class DriftConfig:
     prediction_threshold: float = 0.1  # ... or the model's predictions drift this much (normed Wasserstein)
     # Against a control pair (the log's own drift over the same lag): a column / token dimension moved when its
     # statistic passes column_threshold and the control's by column_margin (by group_margin for a group's columns:
-    # lifetime counts move with whichever users were active that week); the classifier AUC must pass the control's
-    # by embedding_margin; shares (dimensions, code levels, unseen ids) and prediction drift must pass the control's
-    # by their absolute thresholds above. Margins measured in bench/bench_drift_shifts.py (docs/RESULTS.md).
+    # lifetime counts move with whichever users were active that week), and the token dimensions the same way (the
+    # share of them that moved then meets dim_share); the classifier AUC must pass the control's by
+    # embedding_margin; code-level and unseen-id shares and prediction drift must pass the control's by their
+    # absolute thresholds above. Margins measured in bench/bench_drift_shifts.py (docs/RESULTS.md).
     column_margin: float = 0.2
     group_margin: dict[str, float] = field(default_factory=lambda: {"cross": 0.5})
     embedding_margin: float = 0.02

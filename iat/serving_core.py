@@ -49,7 +49,7 @@ from iat.schema import Feature, label_problem
 from iat.serving_package import ServingPackage, check_compatible, read_package, snapshot_store
 from iat.tokens.manifest import MANIFEST_FILE
 from iat.tokens.materialize import encode_instances
-from iat.tokens.online import RedisClickIndex, RedisTokenStore, open_or_seed
+from iat.tokens.online import DuplicateInstanceError, RedisClickIndex, RedisTokenStore, open_or_seed
 from iat.tokens.store import TokenStore
 
 Loc = tuple[str | int, ...]
@@ -146,7 +146,7 @@ class ServingCore:
         self._write_lock = threading.RLock()  # view() may reload while a write holds it
         if online is not None:
             check_compatible(ranker, source, online.source, f"the online store {online.prefix} (version {online.version})")
-            self._view = self._make_view(online, RedisClickIndex(online), self._online_stamp(online))
+            self._view = self._make_view(online, RedisClickIndex(online), online.live_state())
             return
         store = TokenStore.open(store_path)
         check_compatible(ranker, source, store.source, str(store_path))
@@ -179,20 +179,20 @@ class ServingCore:
         assembler = HistoryAssembler(self.ranker.encoder, tokens, clicks, L=self.spec.L, base_L=self.spec.base_L)
         return _View(store, clicks, assembler, stamp)
 
-    @staticmethod
-    def _online_stamp(store: RedisTokenStore) -> tuple[int, int]:
-        return store.live_state()
-
     def view(self) -> _View:
         """The current view; reloaded when another process published a new store version (online: a new live
         version, or a domain another replica's ingest added)."""
         v = self._view
         if self.online is not None:
-            stamp = self._online_stamp(v.store)  # type: ignore[arg-type]
-            if stamp != v.stamp:
+            if v.store.live_state() != v.stamp:  # type: ignore[union-attr]
                 with self._write_lock:
-                    store = v.store.refresh() if stamp[0] != v.store.version else v.store
-                    v = self._view = self._make_view(store, RedisClickIndex(store), self._online_stamp(store))  # type: ignore[arg-type]
+                    v = self._view
+                    stamp = v.store.live_state()  # type: ignore[union-attr]
+                    if stamp != v.stamp:
+                        store = v.store.refresh() if stamp[0] != v.store.version else v.store  # type: ignore[union-attr]
+                        # a newly published version must hold this package's tokens; else keep serving the old one
+                        check_compatible(self.ranker, self.source, store.source, f"the online store {store.prefix} (version {store.version})")  # type: ignore[union-attr]
+                        v = self._view = self._make_view(store, RedisClickIndex(store), store.live_state())  # type: ignore[arg-type]
             return v
         if _stamp(self.store_path) != v.stamp:
             with self._write_lock:
@@ -348,9 +348,9 @@ class ServingCore:
                 category=np.array([category], np.int64), click=df["click"], conversion=df["conversion"], conversion_ts=df["conversion_ts"],
                 tokens=token,
             )  # fmt: skip
+        except DuplicateInstanceError as e:
+            raise ConflictError(("instance_id",), f"instance {inst['instance_id']} is already in the token store") from e
         except ValueError as e:
-            if "already in the store" in str(e):
-                raise ConflictError(("instance_id",), f"instance {inst['instance_id']} is already in the token store") from e
             raise RequestError(("instance",), str(e)) from e
         return {"instance_id": int(inst["instance_id"]), "store_version": store.version, "store_rows": store.rows}
 
@@ -370,7 +370,10 @@ class ServingCore:
             if row is None:
                 raise NotFoundError(("instance_id",), f"instance {instance_id} is not in the token store")
             self._check_label(instance_id, conversion_ts, row["ts"], row["click"])
-            store.set_conversion([instance_id], conversion_ts, conversion)
+            try:
+                store.set_conversion([instance_id], conversion_ts, conversion)
+            except ValueError as e:  # trimmed by another replica's ingest since the lookup
+                raise NotFoundError(("instance_id",), f"instance {instance_id} is not in the token store") from e
             return {"instance_id": int(instance_id), "store_version": store.version}
         with self._write_lock:
             old = self.view()

@@ -104,17 +104,11 @@ def _cmd_tokens_inspect(a: argparse.Namespace) -> int:
 
 
 def _cmd_tokens_publish(a: argparse.Namespace) -> int:
-    import redis
+    from iat.tokens.online import publish_to
 
-    from iat.tokens import TokenStore
-    from iat.tokens.online import RedisTokenStore, publish
-
-    store = TokenStore.open(a.path)
-    client = redis.Redis.from_url(a.redis)
-    version = publish(store, client, a.prefix, a.retention)
-    online = RedisTokenStore.open(client, a.prefix)
+    live = publish_to(a.path, a.redis, a.prefix, a.retention)
     kept = f", each user's last {a.retention}" if a.retention else ""
-    print(f"published {store.root} (version {store.version}, {store.rows:,} tokens) to {a.redis} as live version {version} under '{a.prefix}': {online.rows:,} tokens{kept}")
+    print(f"published {a.path} to {a.redis} as live version {live['version']} under '{a.prefix}': {live['rows']:,} tokens{kept}")
     return 0
 
 

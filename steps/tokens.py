@@ -83,14 +83,8 @@ def publish_tokens(shards: List[Dict[str, Any]]) -> Annotated[Dict[str, Any], "t
 def publish_online(token_store: Dict[str, Any], online_store: str, retention: int = 0) -> Annotated[Dict[str, Any], "online_store"]:
     """Copy the token store to the Redis online store at ``online_store`` (a redis:// URL) as a new version and
     switch the live version to it (``iat.tokens.online.publish``); ``retention`` > 0 keeps each user's last N."""
-    import redis
+    from iat.tokens.online import publish_to
 
-    from iat.tokens import TokenStore
-    from iat.tokens.online import RedisTokenStore, publish
-
-    client = redis.Redis.from_url(online_store)
-    version = publish(TokenStore.open(token_store["path"]), client, retention=retention)
-    online = RedisTokenStore.open(client)
-    handle = {**online.describe(), "version": version, "rows": online.rows, "from": token_store["path"]}
+    handle = publish_to(token_store["path"], online_store, retention=retention)
     log_metadata(handle, infer_artifact=True, artifact_name="online_store")
     return handle

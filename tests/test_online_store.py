@@ -129,6 +129,27 @@ def test_retention_keeps_each_users_last_rows(server, tmp_path) -> None:
     # an id the trim dropped is no longer indexed: its label cannot be set, and memory does not keep it
     dropped = int(log["instance_id"][np.argsort(log["ts"][:30], kind="stable")[0]])
     assert not online.locate_instances([dropped])[0]
+    # the clicked-item sequence holds the clicks of the kept rows, after publish and after the ingests alike
+    kept = TokenStore.open(tmp_path / "s").fetch_before(users, late, N)
+    item, _, _, mask = RedisClickIndex(online).fetch_items(users, late, 32)
+    for b in range(5):
+        want = kept.item_id[b][kept.mask[b] & (kept.click[b] == 1)].tolist()
+        assert item[b][mask[b]].tolist() == want, b
+
+
+def test_a_label_batch_with_an_unknown_id_writes_nothing(server, tmp_path) -> None:
+    client = server.client()
+    client.flushall()
+    log = _log()
+    write_store(tmp_path / "s", **log, kind="dense", dtype="fp32", source=SRC)
+    publish(TokenStore.open(tmp_path / "s"), client)
+    online = RedisTokenStore.open(client)
+    known = int(log["instance_id"][0])
+    with pytest.raises(ValueError, match="not in the store"):
+        online.set_conversion([known, 10**9], 10**6, 1)
+    with pytest.raises(ValueError, match="known before"):
+        online.set_conversion([known], int(log["ts"][0]) - 1, 1)
+    assert online.instance(known)["conversion"] == -1  # untouched by either
 
 
 def test_publish_switches_versions_atomically(server, tmp_path) -> None:
@@ -146,9 +167,13 @@ def test_publish_switches_versions_atomically(server, tmp_path) -> None:
     assert v2 == v1 + 1
     _same(reader.fetch_before(users, late, 16), before, "a reader keeps the version it opened")
     np.testing.assert_allclose(reader.refresh().fetch_before(users, late, 16).tokens[before.mask], before.tokens[before.mask] + 1.0)
-    v3 = publish(TokenStore.open(tmp_path / "a"), client)
-    assert not list(client.scan_iter(match=f"iat:{v1}:*")) and list(client.scan_iter(match=f"iat:{v2}:*"))  # the previous one stays
-    assert RedisTokenStore.open(client).version == v3
+    half = int(client.incr("iat:next_version"))  # a publish that died half-way: its keys, never live
+    client.sadd("iat:versions", half)
+    client.set(f"iat:{half}:u:0", "x")
+    v4 = publish(TokenStore.open(tmp_path / "a"), client)
+    assert not list(client.scan_iter(match=f"iat:{v1}:*")) and list(client.scan_iter(match=f"iat:{v2}:*"))  # the live one before stays
+    assert not list(client.scan_iter(match=f"iat:{half}:*"))  # the half-written one is gone
+    assert RedisTokenStore.open(client).version == v4
 
 
 def test_acknowledged_ingests_survive_a_kill_of_the_writer(server, tmp_path) -> None:

@@ -44,23 +44,22 @@ _SIGN = np.uint64(1 << 63)
 _PUBLISH_CHUNK = 20_000  # members per pipeline round trip when publishing
 
 # KEYS: user zset, index hash, user's clicked zset. ARGV: id text, member, ts, "<user>:<ts>", retention (0 = keep
-# all), record width, clicked member ("" when not clicked).
+# all), record width, clicked member ("" when not clicked), offset of item_id (then category) in a member.
 _INGEST = """
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return -1 end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
 local keep = tonumber(ARGV[5])
-if ARGV[7] ~= '' then
-  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[7])
-  if keep > 0 then redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(keep + 1)) end
-end
+if ARGV[7] ~= '' then redis.call('ZADD', KEYS[3], ARGV[3], ARGV[7]) end
 local dropped = 0
 if keep > 0 then
   local excess = redis.call('ZCARD', KEYS[1]) - keep
   if excess > 0 then
-    local width = tonumber(ARGV[6])
+    local width, at = tonumber(ARGV[6]), tonumber(ARGV[8])
     for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, excess - 1)) do
       redis.call('HDEL', KEYS[2], string.sub(m, width + 1))
+      -- its clicked-set member, if any: key | ts | item_id | category (the clicks kept are those of kept rows)
+      redis.call('ZREM', KEYS[3], string.sub(m, 1, 16) .. string.sub(m, at + 1, at + 16))
     end
     redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1)
     dropped = excess
@@ -87,6 +86,18 @@ for _, m in ipairs(redis.call('ZRANGEBYSCORE', zkey, ts, ts)) do
 end
 return 0
 """
+# KEYS: live key. ARGV: version. The switch only moves forward: a slower publish never replaces a newer one.
+_SWITCH = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) <= cur then return -1 end
+redis.call('SET', KEYS[1], ARGV[1])
+return cur
+"""
+# KEYS: lock key. ARGV: token. Release the lock only if it is still ours.
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 # KEYS: domain hash. ARGV: domain. The domain's code, assigned as the next one when it is new.
 _DOMAIN = """
 local c = redis.call('HGET', KEYS[1], ARGV[1])
@@ -95,6 +106,10 @@ c = redis.call('HLEN', KEYS[1])
 redis.call('HSET', KEYS[1], ARGV[1], c)
 return c
 """
+
+
+class DuplicateInstanceError(ValueError):
+    """An ingest of an instance id the store already holds (a retried ingest that did land, or a replay)."""
 
 
 def member_dtype(dtype: str, dims: tuple[int, ...]) -> np.dtype:
@@ -163,22 +178,26 @@ def _keys(prefix: str, version: int) -> dict[str, str]:
 
 
 def publish(store: TokenStore, client: Any, prefix: str = DEFAULT_PREFIX, retention: int = 0, keep_previous: bool = True) -> int:
-    """Copy a file-store snapshot to Redis as a new version, then make it the live one; returns the version.
+    """Copy a file-store snapshot to Redis as a new version, then make it the live one; returns the live version.
 
-    ``retention`` > 0 keeps each user's last ``retention`` rows (here and on every later ingest). Versions older
-    than the previous live one are deleted after the switch (the previous one too unless ``keep_previous``)."""
+    A publish replaces the live store: rows and labels ingested online into the version before are not carried
+    over (publish a file store that holds them, e.g. one re-materialised from the log). ``retention`` > 0 keeps each
+    user's last ``retention`` rows (here and on every later ingest). After the switch every older version is
+    deleted except the one that was live (unless not ``keep_previous``), which readers may still be reading."""
     if retention < 0:
         raise ValueError(f"retention must be >= 0 (0 = keep every row), got {retention}")
     version = int(client.incr(f"{prefix}:next_version"))
+    client.sadd(f"{prefix}:versions", version)  # every version that has keys, so a cleanup finds them
     keys = _keys(prefix, version)
     rows = store.all_rows()
     order = np.lexsort((rows["instance_id"], rows["ts"], rows["user_id"]))
     rows = {k: v[order] for k, v in rows.items()}
     if retention and len(order):
         users = rows["user_id"]
-        start = np.r_[0, np.flatnonzero(users[1:] != users[:-1]) + 1]
-        rank_from_end = np.repeat(np.diff(np.r_[start, len(users)]), np.diff(np.r_[start, len(users)])) - (np.arange(len(users)) - np.repeat(start, np.diff(np.r_[start, len(users)])))
-        rows = {k: v[rank_from_end <= retention] for k, v in rows.items()}
+        start = np.r_[0, np.flatnonzero(users[1:] != users[:-1]) + 1]  # first row of each user
+        count = np.diff(np.r_[start, len(users)])
+        from_end = np.repeat(start + count, count) - np.arange(len(users))  # 1 = the user's last row
+        rows = {k: v[from_end <= retention] for k, v in rows.items()}
     dt = member_dtype(store.dtype, store.dims)
     members, clicked = pack(rows, dt), pack_clicks(rows)
     ids = _id_text(rows["instance_id"])
@@ -200,15 +219,20 @@ def publish(store: TokenStore, client: Any, prefix: str = DEFAULT_PREFIX, retent
     }  # fmt: skip
     pipe.set(keys["meta"], json.dumps(meta))
     pipe.execute()
-    previous = client.get(f"{prefix}:live")
-    client.set(f"{prefix}:live", version)  # the switch: readers opening from now on read this version
-    for old in range(1, version - (1 if keep_previous and previous is not None else 0)):
-        drop_version(client, prefix, old)
+    previous = int(client.register_script(_SWITCH)(keys=[f"{prefix}:live"], args=[version]))  # the switch
+    if previous < 0:  # a newer version went live while this one was written: this one is stale, drop it
+        drop_version(client, prefix, version)
+        return int(client.get(f"{prefix}:live"))
+    live_before = previous if keep_previous and previous > 0 else None
+    for old in sorted(int(v) for v in client.smembers(f"{prefix}:versions")):
+        if old < version and old != live_before:  # half-written and superseded versions too
+            drop_version(client, prefix, old)
     return version
 
 
 def drop_version(client: Any, prefix: str, version: int) -> int:
     """Delete every key of one version; returns how many."""
+    client.srem(f"{prefix}:versions", version)
     n = 0
     batch: list[bytes] = []
     for key in client.scan_iter(match=f"{prefix}:{version}:*", count=1000):
@@ -219,6 +243,19 @@ def drop_version(client: Any, prefix: str, version: int) -> int:
     if batch:
         n += client.unlink(*batch)
     return n
+
+
+def _left_padded(found: list[list[bytes]], inverse: np.ndarray, L: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Range reads (newest first, one per distinct query) -> (records oldest first, the [B, L] mask of real
+    positions, right-aligned, and the record of each real position) for the B requests reading query ``inverse``."""
+    n = np.array([len(f) for f in found], np.int64)
+    rec = np.frombuffer(b"".join(m for f in found for m in reversed(f)), dtype=dtype)
+    n_req = n[inverse] if len(inverse) else np.zeros(0, np.int64)
+    mask = np.arange(L)[None, :] >= (L - n_req)[:, None]
+    start = np.r_[0, np.cumsum(n)[:-1]] if len(n) else np.zeros(0, np.int64)
+    # a real position's record: its query's first record + (position - first real position)
+    src = (start[inverse][:, None] + np.arange(L)[None, :] - (L - n_req)[:, None])[mask] if len(inverse) else np.zeros(0, np.int64)
+    return rec, mask, src
 
 
 class RedisTokenStore:
@@ -307,15 +344,8 @@ class RedisTokenStore:
         pipe = self.client.pipeline(transaction=False)
         for uu, tt in pairs.tolist():
             pipe.zrevrangebyscore(f"{self.keys['user']}{uu}", f"({tt}", "-inf", start=0, num=L)
-        found = pipe.execute() if len(pairs) else []
-        n = np.array([len(f) for f in found], np.int64)
-        rec = np.frombuffer(b"".join(m for f in found for m in reversed(f)), dtype=self.record)  # oldest first
+        rec, mask, src = _left_padded(pipe.execute() if len(pairs) else [], inverse, L, self.record)
         B = len(u)
-        n_req = n[inverse] if B else np.zeros(0, np.int64)
-        mask = np.arange(L)[None, :] >= (L - n_req)[:, None]
-        start = np.r_[0, np.cumsum(n)[:-1]] if len(n) else np.zeros(0, np.int64)
-        # row of rec at each real position: the pair's first row + (position - first real position)
-        src = (start[inverse][:, None] + np.arange(L)[None, :] - (L - n_req)[:, None])[mask]
 
         def col(name: str, fill: int | float, dtype: Any) -> np.ndarray:
             out = np.full((B, L) + rec.dtype[name].shape, fill, dtype=dtype)
@@ -381,7 +411,7 @@ class RedisTokenStore:
         present = self.locate_instances(cols["instance_id"]) if n > 1 else np.zeros(1, bool)
         if present.any():
             dup = cols["instance_id"][present]
-            raise ValueError(f"instance_id: {len(dup)} ids are already in the store (e.g. {dup[:5].tolist()})")
+            raise DuplicateInstanceError(f"instance_id: {len(dup)} ids are already in the store (e.g. {dup[:5].tolist()})")
         cols["tokens"], _ = encode(x, self.dtype, self.scale)
         members, clicked = pack(cols, self.record), pack_clicks(cols)
         ids = _id_text(cols["instance_id"]).tolist()
@@ -389,12 +419,13 @@ class RedisTokenStore:
         pipe = self.client.pipeline(transaction=False)
         for uu, tt, m, i, c, cm in zip(cols["user_id"].tolist(), cols["ts"].tolist(), members, ids, cols["click"].tolist(), clicked):
             keys = [f"{self.keys['user']}{uu}", self.keys["index"], f"{self.keys['clicks']}{uu}"]
-            self._ingest(keys=keys, args=[i, m, tt, f"{uu}:{tt}", self.meta.retention, width, cm if c == 1 else b""], client=pipe)
+            args = [i, m, tt, f"{uu}:{tt}", self.meta.retention, width, cm if c == 1 else b"", self.record.fields["item_id"][1]]
+            self._ingest(keys=keys, args=args, client=pipe)
         results = pipe.execute()
         if n == 1 and results[0] == -1:
-            raise ValueError(f"instance_id: 1 ids are already in the store (e.g. {cols['instance_id'].tolist()})")
+            raise DuplicateInstanceError(f"instance_id: 1 ids are already in the store (e.g. {cols['instance_id'].tolist()})")
         if any(r == -1 for r in results):  # a concurrent writer added one of these ids between check and write
-            raise ValueError("instance_id: some ids were added concurrently; the others were ingested")
+            raise DuplicateInstanceError("instance_id: some ids were added concurrently and are already in the store; the others were ingested")
         return int(sum(results))
 
     def set_conversion(self, instance_ids: Any, conversion_ts: Any, conversion: Any = 1) -> int:
@@ -405,19 +436,24 @@ class RedisTokenStore:
         conv = np.broadcast_to(np.asarray(conversion, dtype=np.int8), (n,))
         if not np.isin(conv, (0, 1)).all():
             raise ValueError(f"conversion: values must be 0/1, got {np.unique(conv)[:10].tolist()}")
-        names = self.record.names
+        # checked first, as the file store does: an update with an unknown id or an early label writes nothing
+        at = self.client.hmget(self.keys["index"], _id_text(iid).tolist()) if n else []
+        missing = iid[np.array([a is None for a in at], bool)] if n else iid[:0]
+        if len(missing):
+            raise ValueError(f"instance_ids: {len(missing)} not in the store (e.g. {missing[:5].tolist()})")
+        inst_ts = np.array([int(a.split(b":")[1]) for a in at], np.int64)
+        if (cts < inst_ts).any():
+            raise ValueError(f"conversion_ts: {int((cts < inst_ts).sum())} labels are known before their instance ts")
         oc = self.record.fields["conversion"][1]
         ot = self.record.fields["conversion_ts"][1]
         width = self.record.itemsize - ID_WIDTH
-        assert names.index("conversion_ts") == names.index("conversion") + 1
         pipe = self.client.pipeline(transaction=False)
         for i, c, s in zip(_id_text(iid).tolist(), conv.tolist(), cts.tolist()):
             args = [i, self.keys["user"], np.int8(c).tobytes(), np.int64(s).tobytes(), oc, ot, width]
             self._label(keys=[self.keys["index"]], args=args, client=pipe)
-        found = pipe.execute()
-        if not all(found):
-            missing = iid[~np.array(found, bool)]
-            raise ValueError(f"instance_ids: {len(missing)} not in the store (e.g. {missing[:5].tolist()})")
+        found = np.array(pipe.execute(), bool)
+        if not found.all():  # trimmed by a concurrent ingest's retention between the check and the write
+            raise ValueError(f"instance_ids: {int((~found).sum())} not in the store (e.g. {iid[~found][:5].tolist()})")
         return n
 
 
@@ -432,12 +468,7 @@ class RedisClickIndex:
         pipe = self.store.client.pipeline(transaction=False)
         for uu, tt in zip(u.tolist(), t.tolist()):
             pipe.zrevrangebyscore(f"{self.store.keys['clicks']}{uu}", f"({tt}", "-inf", start=0, num=L)
-        found = pipe.execute() if len(u) else []
-        n = np.array([len(f) for f in found], np.int64)
-        rec = np.frombuffer(b"".join(m for f in found for m in reversed(f)), dtype=CLICK_DTYPE)
-        mask = np.arange(L)[None, :] >= (L - n)[:, None]
-        start = np.r_[0, np.cumsum(n)[:-1]] if len(n) else np.zeros(0, np.int64)
-        src = (start[:, None] + np.arange(L)[None, :] - (L - n)[:, None])[mask]
+        rec, mask, src = _left_padded(pipe.execute() if len(u) else [], np.arange(len(u)), L, CLICK_DTYPE)
         cols = []
         for name, fill in (("item_id", 0), ("category", 0), ("ts", 0)):
             out = np.full((len(u), L), fill, np.int64)
@@ -446,22 +477,39 @@ class RedisClickIndex:
         return cols[0], cols[1], cols[2], mask
 
 
-def open_or_seed(url: str, store_dir: str | Path, prefix: str = DEFAULT_PREFIX, retention: int = 0, wait_s: float = 120.0) -> RedisTokenStore:
+SEED_LOCK_S = 3_600  # a seeding publish of 10M tokens took 7.5 minutes here; the lock outlives any real one
+
+
+def open_or_seed(url: str, store_dir: str | Path, prefix: str = DEFAULT_PREFIX, retention: int = 0, wait_s: float = SEED_LOCK_S) -> RedisTokenStore:
     """The online store at ``url``; when nothing is published under ``prefix`` yet, the file store at ``store_dir``
-    is published first, by exactly one of the replicas starting together (a ``SET NX`` lock; the others wait)."""
+    is published first, by exactly one of the replicas starting together (a lock holding a token of its owner,
+    released only by it; the others wait for the live version, up to ``wait_s``)."""
+    import uuid
+
     import redis
 
     client = redis.Redis.from_url(url)
+    lock, token = f"{prefix}:seeding", uuid.uuid4().hex
     deadline = time.monotonic() + wait_s
     while client.get(f"{prefix}:live") is None:
-        if client.set(f"{prefix}:seeding", "1", nx=True, ex=int(wait_s)):
+        if client.set(lock, token, nx=True, ex=SEED_LOCK_S):
             try:
                 if client.get(f"{prefix}:live") is None:
                     publish(TokenStore.open(store_dir), client, prefix, retention)
             finally:
-                client.delete(f"{prefix}:seeding")
+                client.register_script(_UNLOCK)(keys=[lock], args=[token])
         elif time.monotonic() > deadline:
             raise TimeoutError(f"the online store at {url} ('{prefix}') was being seeded by another process for over {wait_s} s")
         else:
             time.sleep(0.2)
     return RedisTokenStore.open(client, prefix)
+
+
+def publish_to(store_path: str | Path, url: str, prefix: str = DEFAULT_PREFIX, retention: int = 0) -> dict[str, Any]:
+    """``publish`` a file store to the Redis at ``url``; returns what is live there now (the CLI and the step)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    version = publish(TokenStore.open(store_path), client, prefix, retention)
+    online = RedisTokenStore.open(client, prefix)
+    return {**online.describe(), "version": version, "rows": online.rows, "from": str(store_path)}
