@@ -90,13 +90,18 @@ def _log(n_users: int = 5, per_user: int = 30, seed: int = 0) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def test_duplicates_and_unknown_labels_are_refused_as_in_the_file_store(server, tmp_path) -> None:
+def _published(server, path, log: dict[str, Any], dtype: str) -> RedisTokenStore:
+    """A file store of ``log`` at ``path`` published to an emptied Redis; the online store opened on it."""
     client = server.client()
     client.flushall()
+    write_store(path, **log, kind="dense", dtype=dtype, source=SRC)
+    publish(TokenStore.open(path), client)
+    return RedisTokenStore.open(client)
+
+
+def test_duplicates_and_unknown_labels_are_refused_as_in_the_file_store(server, tmp_path) -> None:
     log = _log()
-    write_store(tmp_path / "s", **log, kind="dense", dtype="fp16", source=SRC)
-    publish(TokenStore.open(tmp_path / "s"), client)
-    online = RedisTokenStore.open(client)
+    online = _published(server, tmp_path / "s", log, "fp16")
     one = {k: (v[:1] if v is not None else None) for k, v in log.items()}
     with pytest.raises(ValueError, match="already in the store"):
         online.append(**one, source=SRC)
@@ -138,12 +143,8 @@ def test_retention_keeps_each_users_last_rows(server, tmp_path) -> None:
 
 
 def test_a_label_batch_with_an_unknown_id_writes_nothing(server, tmp_path) -> None:
-    client = server.client()
-    client.flushall()
     log = _log()
-    write_store(tmp_path / "s", **log, kind="dense", dtype="fp32", source=SRC)
-    publish(TokenStore.open(tmp_path / "s"), client)
-    online = RedisTokenStore.open(client)
+    online = _published(server, tmp_path / "s", log, "fp32")
     known = int(log["instance_id"][0])
     with pytest.raises(ValueError, match="not in the store"):
         online.set_conversion([known, 10**9], 10**6, 1)
