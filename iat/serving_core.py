@@ -160,18 +160,16 @@ class ServingCore:
         URL ``online`` (seeded from the package's snapshot when nothing is published there), else ``store``
         (seeded likewise when it does not exist yet) or, by default, the package's own store, in place."""
         pkg = read_package(package)
-        if online:
-            ranker, source = load_ranker(pkg.ranker_dir), load_bundle(pkg.source_dir)
-            return cls(pkg, ranker, source, pkg.store_dir, max_parts, device, online=open_or_seed(online, pkg.store_dir))
-        store_path = Path(store) if store is not None else pkg.store_dir
-        if not (store_path / MANIFEST_FILE).is_file():
+        online_store = open_or_seed(online, pkg.store_dir) if online else None
+        store_path = Path(store) if store is not None and online_store is None else pkg.store_dir
+        if online_store is None and not (store_path / MANIFEST_FILE).is_file():
             if store_path.exists() and any(store_path.iterdir()):
                 raise FileExistsError(f"{store_path} is neither a token store nor empty; refusing to seed a store there")
             if store_path.exists():
                 store_path.rmdir()
             store_path.parent.mkdir(parents=True, exist_ok=True)
             snapshot_store(pkg.store_dir, store_path)
-        return cls(pkg, load_ranker(pkg.ranker_dir), load_bundle(pkg.source_dir), store_path, max_parts, device)
+        return cls(pkg, load_ranker(pkg.ranker_dir), load_bundle(pkg.source_dir), store_path, max_parts, device, online=online_store)
 
     # -- views ----------------------------------------------------------------------------------------
     def _make_view(self, store: TokenStore, clicks: ClickIndex, stamp: tuple[int, int, int]) -> _View:

@@ -15,7 +15,7 @@ import bentoml
 import yaml
 from bentoml.exceptions import NotFound
 
-from iat.serving_package import read_package
+from iat.serving_package import ServingPackage, read_package
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 BENTOFILE = SOURCE_ROOT / "deploy" / "bentofile.yaml"
@@ -49,10 +49,9 @@ def _delete_if_present(delete: Callable[[str], None], tag: str) -> None:
         pass
 
 
-def save_package_model(package_dir: str | Path, version: str, labels: dict[str, str]) -> bentoml.Model:
+def save_package_model(pkg: ServingPackage, version: str, labels: dict[str, str]) -> bentoml.Model:
     """The serving package as BentoML model ``iat-serving-package:<version>`` (replaced if it exists): ``bentoml
     models list`` shows it with its size, and a Bento that lists it carries it."""
-    pkg = read_package(package_dir)
     tag = f"{PACKAGE_MODEL}:{_slug(version)}"
     _delete_if_present(bentoml.models.delete, tag)
     with bentoml.models.create(tag, labels=labels, metadata={"L": pkg.L, "store_rows": int(pkg.meta.get("store_rows", 0))}) as model:
@@ -73,7 +72,7 @@ def build_bento(package_dir: str | Path, name: str, version: str, labels: dict[s
         **{k: str(v) for k, v in pkg.meta["labels"].items()},
         **(labels or {}),
     }
-    model = save_package_model(pkg.root, f"{name}-{version}", meta)
+    model = save_package_model(pkg, f"{name}-{version}", meta)
     config = yaml.safe_load(bentofile.read_text())
     config["models"] = [{"tag": str(model.tag), "alias": PACKAGE_ALIAS}]  # this package, not whichever is latest
     with tempfile.TemporaryDirectory(prefix="iat-bento-") as tmp:

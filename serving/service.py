@@ -40,6 +40,7 @@ from prometheus_client import Counter, Histogram
 from starlette.responses import JSONResponse
 
 from iat.serving_core import RequestError, ServingCore
+from serving.bento import PACKAGE_ALIAS
 from serving.limits import BodySizeLimit, max_body_bytes
 from serving.api_models import (
     IngestResponse,
@@ -51,7 +52,6 @@ from serving.api_models import (
 )
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
-PACKAGE_ALIAS = "serving-package"  # serving.bento.PACKAGE_ALIAS (not imported: a Bento ships serving/ alone)
 
 # prometheus_client directly (BentoML 1.4 deprecates bentoml.metrics): BentoML starts its workers with
 # PROMETHEUS_MULTIPROC_DIR set, so these land in the same /metrics output as BentoML's own.

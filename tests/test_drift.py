@@ -11,7 +11,7 @@ from iat.data.synthetic import generate
 from iat.data.synthetic_world import Shift
 from iat.drift import DriftConfig, DriftMeasures, code_usage_drift, decide, domain_classifier_auc, js_distance, sample_rows, unseen_share
 from monitoring.demo import day_window, train_tiny_source
-from monitoring.drift import drift_report, token_drift_snapshot, verdict
+from monitoring.drift import Window, drift_report, token_drift_snapshot, verdict
 from monitoring.run import control_days
 
 
@@ -214,8 +214,6 @@ def test_verdict_is_quiet_on_an_unshifted_week_and_fires_on_every_shift_kind(see
     """The setting of bench/bench_drift_shifts.py (1,500 users: at 400 a week's active users alone move the
     user-side counts): reference days 53..59, control 46..52, current 60..66 of the unshifted log and of the log
     shifted on day 60. Without the control an unshifted week of world v2 read ``retrain_source`` in 3/3 seeds."""
-    from monitoring.drift import Window
-
     base, schema = generate(1500, seed=seed, days=DAYS, progress=False)
     src = train_tiny_source(day_window(base, 25, 53), day_window(base, 53, 60), schema, seed=seed)
 
