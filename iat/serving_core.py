@@ -248,7 +248,8 @@ class ServingCore:
 
     # -- rank -----------------------------------------------------------------------------------------
     def query_frame(self, queries: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-        """One row per candidate of each query, with the schema's columns (nulls where a feature is absent)."""
+        """One row per candidate of each query, with the schema's columns (nulls where a feature is absent): a
+        feature is the candidate's if it names it (item and cross features), else its query's context value."""
         sizes = [len(q["candidates"]) for q in queries]
         n = sum(sizes)
         cols: dict[str, Any] = {
@@ -260,15 +261,18 @@ class ServingCore:
             "click": np.zeros(n, np.int8),
         }
         empty: dict[str, Any] = {}
-        for name in self.features:
+        contexts = [q.get("context") or empty for q in queries]
+        features = [c.get("features") or empty for q in queries for c in q["candidates"]]
+        for name, f in self.features.items():
             if name in TOP_LEVEL:
                 continue
-            vals = []
-            for q in queries:
-                ctx = q.get("context") or empty
-                for c in q["candidates"]:
-                    vals.append((c.get("features") or empty).get(name, ctx.get(name)))
-            cols[name] = pd.Series(vals, dtype=object) if self.features[name].type == "categorical" else pd.to_numeric(pd.Series(vals, dtype=object))
+            vals = np.repeat(np.array([ctx.get(name) for ctx in contexts], object), sizes)
+            if f.group in CANDIDATE_GROUPS:
+                for i, own in enumerate(features):
+                    if name in own:
+                        vals[i] = own[name]
+            # numeric values are numbers or None once check_features passed: None -> NaN
+            cols[name] = vals if f.type == "categorical" else vals.astype(np.float64)
         return pd.DataFrame(cols)
 
     @torch.no_grad()
