@@ -13,6 +13,8 @@ Measured:
   the server starts and again after it stops (the machine may be shared; both are reported), and in the same
   phase the computation before issue 14's exact savings (``bench/reference_compute.py``: a history copy per
   candidate, every block row, DIN on the concatenation), alternating with the current one;
+- paired: the same requests in-process and over HTTP with 1 client, alternating in blocks of 10 while the server
+  runs (the HTTP / in-process ratio; phases minutes apart differ by the machine's drift, up to 2x here);
 - the service (``bentoml serve``, a separate process) loaded from this process by C client threads for each C
   in ``--concurrency``: each phase lasts ``--duration`` s or ``--max-requests`` requests, whichever comes first;
   latency p50 / p95 / p99 / max and requests/s;
@@ -220,6 +222,30 @@ def load_phase(url: str, requests: list[dict[str, Any]], clients: int, duration:
     return out
 
 
+def paired(url: str, pkg: Path, store: Path, requests: list[dict[str, Any]], count: int, threads: int, device: str) -> dict[str, Any]:
+    """The same requests in-process and over HTTP (1 client), alternating in blocks of 10: the machine's speed
+    drifts by up to 2x within minutes here, so only a ratio measured side by side says what HTTP costs."""
+    import torch
+
+    torch.set_num_threads(threads)
+    core = ServingCore.load(pkg, store=store, device=device)
+    encoded = [json.dumps(q).encode() for q in requests]
+    lat: dict[str, list[float]] = {"in_process": [], "http": []}
+    with httpx.Client(base_url=url, timeout=300) as c:
+        for start in range(0, count, 10):
+            for i in range(start, start + 10):
+                q = requests[i % len(requests)]
+                t = time.perf_counter()
+                core.rank(q["user_id"], q["ts"], q["context"], q["candidates"], q["domain"])
+                lat["in_process"].append(time.perf_counter() - t)
+            for i in range(start, start + 10):
+                t = time.perf_counter()
+                r = c.post("/rank", content=encoded[i % len(encoded)], headers={"content-type": "application/json"})
+                r.raise_for_status()
+                lat["http"].append(time.perf_counter() - t)
+    return {k: summary(v, sum(v), 0) for k, v in lat.items()}
+
+
 def recovery(url: str, requests: list[dict[str, Any]], burst: float, probes: int = 20) -> dict[str, Any]:
     """Lone 1-candidate ranks before and after ``burst`` s of 32 clients: how long until one is back within 1.5x of
     the median before (probes every 0.25 s for at most 30 s)."""
@@ -327,6 +353,8 @@ def main() -> None:
                 raise TimeoutError("service not ready in 300 s")
             time.sleep(0.5)
         load_phase(url, requests, 2, 5, 4)  # warm-up
+        results["paired"] = paired(url, pkg, fresh_store("inproc"), requests, a.inproc_requests * 2, a.threads, a.device)
+        print(f"paired: {results['paired']}", flush=True)
         for c in a.concurrency:
             r = load_phase(url, requests, c, a.duration, a.max_requests)
             r.pop("ingested_ids")
@@ -377,6 +405,8 @@ def table(res: dict[str, Any]) -> str:
     lines.append(row("in-process, before issue 14 (alternating)", ip["before"]))
     lines.append(row("in-process, now (alternating)", ip["now_alternating"]))
     lines.append(row("in-process (end)", res["in_process_after"]))
+    lines.append(row("in-process, paired with HTTP (alternating)", res["paired"]["in_process"]))
+    lines.append(row("HTTP, 1 client, paired (alternating)", res["paired"]["http"]))
     for key in [k for k in res if k.startswith("http_")]:
         name = key.replace("http_c", "HTTP, ").replace("_with_ingest", " + ingest") + (" clients" if "ingest" not in key else "")
         lines.append(row(name, res[key]))
@@ -386,8 +416,8 @@ def table(res: dict[str, Any]) -> str:
     lines.append("")
     lines.append(
         f"in-process p50: before issue 14 {ip['before']['p50_ms']:.1f} ms, now {ip['now_alternating']['p50_ms']:.1f} ms "
-        f"({ip['before']['p50_ms'] / ip['now_alternating']['p50_ms']:.2f}x); HTTP 1 client p50 / in-process p50: "
-        f"{res['http_c1']['p50_ms'] / ip['p50_ms']:.2f}x" if "http_c1" in res else ""
+        f"({ip['before']['p50_ms'] / ip['now_alternating']['p50_ms']:.2f}x); HTTP 1 client p50 / in-process p50, paired: "
+        f"{res['paired']['http']['p50_ms'] / res['paired']['in_process']['p50_ms']:.2f}x"
     )
     if "recovery" in res:
         back = rec["back_within_1_5x_after_s"]
