@@ -38,8 +38,11 @@ def e2e_plan(config: str | None, overrides: dict[str, Any] | None = None) -> tup
     base = downstream_params({**down, "iat": None, "tokens": None})
     iat = downstream_params({**down, "iat": down.get("iat") or "transformer", "tokens": kind})
     params.setdefault("L", iat["spec"]["L"])
+    from iat.data.registry import dataset_name
+
     binding = {
         "kind": kind,
+        "dataset": dataset_name(params.get("dataset", "synthetic"), params.get("path")),
         "base_spec": base["spec"],
         "iat_spec": iat["spec"],
         "source_model_config": sp["model_config"],

@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--iat", choices=["din", "transformer", "longer"], help="downstream: F_iat over the instance tokens")
     r.add_argument("--tokens", choices=["temporal", "user_order", "hgaq"], help="downstream: which source model's token store to read")
     r.add_argument("--L", type=int, help="downstream: instance-token history length")
-    r.add_argument("--name", help="downstream: ranker name (ZenML model iat-ranker-<name>)")
+    r.add_argument("--name", help="downstream: ranker name (ZenML model iat-ranker-<data set>-<name>)")
     r.add_argument("--processes", type=int, help="source / downstream: N > 1 trains with N DDP processes (torchrun, users sharded)")
     r.set_defaults(func=_cmd_run)
 

@@ -40,8 +40,11 @@ def source_params(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"kind": kind, "model_config": (cfg.get("models") or {}).get(kind) or None, "train_config": train, **params}
 
 
-TOKENS_KEYS = ("source", "source_version", "dtype", "post_sit", "shards", "online_store", "retention")
-DOWNSTREAM_KEYS = ("name", "seq", "iat", "tokens", "L", "base_L", "model", "config", "source", "source_version", "train", "epochs", "n_boot", "processes")
+# dataset / path: which data set's source model (iat-source-<data set>-<kind>) to read
+TOKENS_KEYS = ("dataset", "path", "source", "source_version", "dtype", "post_sit", "shards", "online_store", "retention")
+DOWNSTREAM_KEYS = (
+    "dataset", "path", "name", "seq", "iat", "tokens", "L", "base_L", "model", "config", "source", "source_version", "train", "epochs", "n_boot", "processes",
+)  # fmt: skip
 
 
 def _check_keys(section: str, cfg: dict[str, Any], known: tuple[str, ...]) -> None:
@@ -71,7 +74,11 @@ def downstream_params(cfg: dict[str, Any]) -> dict[str, Any]:
     train = dict(cfg.get("train") or {})
     if cfg.get("epochs") is not None:
         train["epochs"] = int(cfg["epochs"])
-    return {"spec": spec, "source": cfg.get("source") or tokens or "user_order", "source_version": cfg.get("source_version"), "train_config": train, "n_boot": int(cfg.get("n_boot", 200)), "processes": int(cfg.get("processes", 1))}
+    data = {k: cfg[k] for k in ("dataset", "path") if cfg.get(k) is not None}
+    return {
+        "spec": spec, "source": cfg.get("source") or tokens or "user_order", "source_version": cfg.get("source_version"), **data,
+        "train_config": train, "n_boot": int(cfg.get("n_boot", 200)), "processes": int(cfg.get("processes", 1)),
+    }  # fmt: skip
 
 
 TRANSFER_PIPELINE_KEYS = ("dataset", "users", "seed", "path", "max_quarantine_share", "reports_dir", "work_dir")

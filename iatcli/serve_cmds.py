@@ -13,11 +13,9 @@ from typing import Any
 SERVING_STORES_DIR = "data/serving_stores"
 
 
-RANKER_PREFIX = "iat-ranker-"
-
-
 def latest_ranker() -> str:
-    """The spec name of the ranker model (``iat-ranker-<name>``) whose latest version is the newest."""
+    """The ranker model (``iat-ranker-<data set>-<spec>``) whose latest version is the newest."""
+    from iat.model_names import RANKER_PREFIX
     from zenml.client import Client
     from zenml.enums import ModelStages
 
@@ -31,15 +29,18 @@ def latest_ranker() -> str:
             continue
     if not latest:
         raise FileNotFoundError("no ranker model (iat-ranker-*) yet: train one with the downstream pipeline first")
-    return max(latest, key=lambda v: v.created).model.name.removeprefix(RANKER_PREFIX)
+    return max(latest, key=lambda v: v.created).model.name
 
 
 def _cmd_package(a: argparse.Namespace) -> int:
     from zenml.client import Client
 
+    from iat.data.registry import dataset_name
+    from iat.model_names import ranker_model_name
     from pipelines.package import package_pipeline
 
-    ranker = a.ranker or latest_ranker()
+    ranker = ranker_model_name(dataset_name(a.dataset, a.path), a.ranker) if a.ranker else latest_ranker()
+    print(f"packaging ZenML model {ranker}{' version ' + a.ranker_version if a.ranker_version else ' (latest version)'}")
     run = Client().get_pipeline_run(
         package_pipeline(ranker, a.ranker_version, a.source, a.source_version, packages_dir=a.packages_dir).id
     )
@@ -93,10 +94,12 @@ def _cmd_serve(a: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     """Add ``package`` and ``serve`` to the ``iat`` command."""
     p = subparsers.add_parser("package", help="build a serving package and a Bento from a ranker model version (ZenML pipeline)")
-    p.add_argument("--ranker", help="ranker spec name: packages ZenML model iat-ranker-<name> (default: the most recently trained)")
+    p.add_argument("--ranker", help="ranker spec name: packages ZenML model iat-ranker-<data set>-<name> (default: the most recently trained ranker of any data set)")
+    p.add_argument("--dataset", choices=["synthetic", "movielens-100k", "file"], default="synthetic", help="with --ranker: the ranker's data set")
+    p.add_argument("--path", help="with --dataset file: the log, whose schema names the data set")
     p.add_argument("--ranker-version", help="ZenML model version (default: latest)")
-    p.add_argument("--source", help="source model kind (iat-source-<kind>) of the bundle and token store (default: the one that made the ranker's tokens)")
-    p.add_argument("--source-version", help="ZenML model version of iat-source-<source> (default: the one holding the ranker's source bundle)")
+    p.add_argument("--source", help="source model kind (iat-source-<the ranker's data set>-<kind>) of the bundle and token store (default: the one that made the ranker's tokens)")
+    p.add_argument("--source-version", help="ZenML model version of that source model (default: the one holding the ranker's source bundle)")
     p.add_argument("--packages-dir", default="data/serving", help="where serving packages are written")
     p.set_defaults(func=_cmd_package)
 

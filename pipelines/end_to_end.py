@@ -4,9 +4,9 @@ ingest -> validate -> split -> train_source -> materialize_tokens -> train_ranke
 -> transfer_evaluation -> result_table
 
 Each stage is its own cached step with typed artifacts, so a re-run with unchanged parameters skips every
-finished stage. Models are ZenML model versions: the run's model is ``iat-source-<kind>`` (the data artifacts, the
-source bundle and the token store are linked to it, as the source and tokens pipelines do), each ranker step has
-its own ``iat-ranker-<spec name>`` with its metrics as metadata. Lineage: ranker <- token_store <- source_bundle
+finished stage. Models are ZenML model versions: the run's model is ``iat-source-<data set>-<kind>`` (the data
+artifacts, the source bundle and the token store are linked to it, as the source and tokens pipelines do), each
+ranker step has its own ``iat-ranker-<data set>-<spec name>`` with its metrics as metadata. Lineage: ranker <- token_store <- source_bundle
 <- split_instances <- clean_instances <- raw_instances, visible in the dashboard's run DAG.
 
 Parameters of ``end_to_end`` (the signature) are the ones a deployed pipeline takes in ``POST /invoke``: ZenML
@@ -21,8 +21,8 @@ of this signature.
 What is bound when the pipeline is compiled or deployed (``end_to_end_pipeline``): the source model's and the
 rankers' architecture and train configs (step parameters), the token dtype, the transfer config (its source kind
 and domains; domains absent from the run's log fall back to the largest one as source), and the ZenML model names, which
-contain the source kind: a deployment made for kind ``user_order`` refuses an invoke with another ``kind``
-(``train_source`` says so) — deploy one per kind.
+contain the data set and the source kind: a deployment made for synthetic ``user_order`` refuses an invoke with
+another ``dataset`` or ``kind`` (``train_source`` says so) — deploy one per data set and kind.
 """
 
 from typing import Any, Dict, List, Optional
@@ -31,6 +31,7 @@ from zenml import pipeline
 from zenml.enums import ExecutionMode  # a failed step ends the run with its own exception
 from zenml.pipelines.pipeline_definition import Pipeline
 
+from iat.model_names import ranker_model_name, source_model_name
 from pipelines.data import data_steps
 from steps.report import result_table
 from steps.tokens import materialize_tokens
@@ -75,6 +76,7 @@ def end_to_end_pipeline(settings: Optional[Dict[str, Any]] = None, **binding: An
 
 def run_configuration(
     kind: str,
+    dataset: str,
     base_spec: Dict[str, Any],
     iat_spec: Dict[str, Any],
     source_model_config: Optional[Dict[str, Any]] = None,
@@ -85,22 +87,23 @@ def run_configuration(
     transfer_config: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """The ZenML run configuration (``model`` and per-step ``steps``) that binds ``end_to_end``; as a dict
-    it is also the ``-c`` file of ``zenml pipeline run|deploy pipelines.end_to_end.end_to_end``."""
+    it is also the ``-c`` file of ``zenml pipeline run|deploy pipelines.end_to_end.end_to_end``. ``dataset``: the
+    data set's name in the model names (``iat.data.registry.dataset_name`` of the run's dataset and path)."""
     if base_spec.get("tokens") is not None or iat_spec.get("tokens") is None:
         raise ValueError("end_to_end: the base spec reads no tokens and the +IAT spec reads the token store")
     return {
-        "model": {"name": f"iat-source-{kind}", "description": f"IAT stage-I source model ({kind}), its data and token store"},
+        "model": {"name": source_model_name(dataset, kind), "description": f"IAT stage-I source model ({kind}) of {dataset}, its data and token store"},
         "steps": {
-            "train_source": {"parameters": {"model_config": source_model_config, "train_config": source_train_config or {}}},
+            "train_source": {"parameters": {"model_config": source_model_config, "train_config": source_train_config or {}, "dataset_name": dataset}},
             "materialize_tokens": {"parameters": {"dtype": dtype, "post_sit": post_sit}},
             "transfer_evaluation": {"parameters": {"config": transfer_config or {}}},
             BASE_STEP: {
                 "parameters": {"spec": base_spec, "train_config": ranker_train_config or {}},
-                "model": {"name": f"iat-ranker-{base_spec['name']}", "description": f"downstream ranker {base_spec}"},
+                "model": {"name": ranker_model_name(dataset, base_spec["name"]), "description": f"downstream ranker {base_spec}"},
             },
             IAT_STEP: {
                 "parameters": {"spec": iat_spec, "train_config": ranker_train_config or {}},
-                "model": {"name": f"iat-ranker-{iat_spec['name']}", "description": f"downstream ranker {iat_spec}"},
+                "model": {"name": ranker_model_name(dataset, iat_spec["name"]), "description": f"downstream ranker {iat_spec}"},
             },
         },
     }

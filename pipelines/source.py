@@ -3,13 +3,17 @@ from typing import Any, Dict, Optional
 from zenml import Model, pipeline
 from zenml.enums import ExecutionMode  # a failed step ends the run with its own exception
 
+from iat.data.registry import dataset_name
+from iat.model_names import source_model_name
 from pipelines.data import data_steps
 from steps.train_source import train_source
 
 
 def source_pipeline(kind: str = "temporal", **params: Any) -> Any:
-    """Run the source pipeline for ``kind``; each kind versions its own ZenML Model ``iat-source-<kind>``."""
-    model = Model(name=f"iat-source-{kind}", description=f"IAT stage-I source model ({kind}); the bundle artifact holds weights, encoder, config and metrics")
+    """Run the source pipeline for ``kind``; each data set and kind versions its own ZenML Model
+    ``iat-source-<data set>-<kind>``."""
+    name = source_model_name(dataset_name(params.get("dataset", "synthetic"), params.get("path")), kind)
+    model = Model(name=name, description=f"IAT stage-I source model ({kind}); the bundle artifact holds weights, encoder, config and metrics")
     return _source_pipeline.with_options(model=model)(kind=kind, **params)
 
 

@@ -4,20 +4,28 @@ from zenml import Model, pipeline
 from zenml.client import Client
 from zenml.enums import ExecutionMode  # a failed step ends the run with its own exception
 
+from iat.data.registry import dataset_name
+from iat.model_names import source_model_name
 from steps.tokens import materialize_shard, materialize_tokens, publish_online, publish_tokens
 
 
-def tokens_pipeline(source: str = "temporal", source_version: Optional[str] = None, **params: Any) -> Any:
-    """Materialize the tokens of a trained source model version (``iat-source-<source>``, latest by default);
-    the token store artifact is linked to that same model version."""
-    mv = Client().get_model_version(f"iat-source-{source}", source_version)
+def tokens_pipeline(
+    source: str = "temporal", source_version: Optional[str] = None, dataset: str = "synthetic", path: Optional[str] = None, **params: Any
+) -> Any:
+    """Materialize the tokens of a trained source model version (``iat-source-<data set>-<source>``, latest by
+    default); the token store artifact is linked to that same model version."""
+    name = source_model_name(dataset_name(dataset, path), source)
+    try:
+        mv = Client().get_model_version(name, source_version)
+    except KeyError:
+        raise ValueError(f"no source model {name}{':' + source_version if source_version else ''}: run `iat run source --model {source} --dataset {dataset}` first") from None
     model = Model(name=mv.model.name, version=mv.name)
-    return _tokens_pipeline.with_options(model=model)(source=source, source_version=mv.name, **params)
+    return _tokens_pipeline.with_options(model=model)(source_model=name, source_version=mv.name, **params)
 
 
 @pipeline(name="tokens_pipeline", enable_cache=True, execution_mode=ExecutionMode.FAIL_FAST)  # runs show as tokens_pipeline-<n>
 def _tokens_pipeline(
-    source: str,
+    source_model: str,
     source_version: str,
     dtype: Optional[str] = None,
     post_sit: bool = False,
@@ -35,10 +43,10 @@ def _tokens_pipeline(
     With ``online_store`` (a redis:// URL): ``publish_online`` then makes the store the live version of the Redis
     online store the ranking replicas read (``retention``: each user's last N tokens, 0 = all).
     """
-    mv = Client().get_model_version(f"iat-source-{source}", source_version)
+    mv = Client().get_model_version(source_model, source_version)
     bundle, data = mv.get_artifact("source_bundle"), mv.get_artifact("split_instances")
     if bundle is None or data is None:
-        raise ValueError(f"model version iat-source-{source}:{source_version} has no source_bundle / split_instances artifact")
+        raise ValueError(f"model version {source_model}:{source_version} has no source_bundle / split_instances artifact")
     store = token_store_steps(bundle, data, dtype, post_sit, shards, stores_dir)
     if online_store:
         publish_online(store, online_store, retention)

@@ -32,7 +32,7 @@ def build_serving_package(
 @step(enable_cache=False, output_materializers={"bento": BentoMaterializer})
 def build_bento_step(serving_package: Dict[str, Any]) -> Annotated[Bento, "bento"]:
     """``bentoml build`` of the package (deploy/bentofile.yaml), tagged ``<ZenML model>:mv<model version>-<weights hash>``
-    (the model is ``iat-ranker-<spec name>``)."""
+    (the model is ``iat-ranker-<data set>-<spec name>``)."""
     name = bento_name(serving_package["zenml_model"])
     version = bento_version(serving_package["zenml_model_version"], serving_package["ranker_version"])
     bento = build_bento(serving_package["path"], name, version)

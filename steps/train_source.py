@@ -7,6 +7,7 @@ from zenml import get_step_context, log_metadata, step
 from iat.dist_train import train_source_with
 from iat.models.registry import SourceBundle
 from iat.limits import check_run_bounds
+from iat.model_names import SOURCE_PREFIX, source_model_name
 from iat.schema import Schema
 from iat.train import TrainConfig
 from steps.materializers import SourceBundleMaterializer
@@ -24,6 +25,7 @@ def train_source(
     seed: Optional[int] = None,
     epochs: Optional[int] = None,
     processes: int = 1,
+    dataset_name: Optional[str] = None,
 ) -> Annotated[SourceBundle, "source_bundle"]:
     """Train the source model ``kind`` on the train split (early stopping on valid AUC), evaluate valid and test
     with user-bootstrap CIs, and log the metrics on the bundle artifact and on the pipeline's model version.
@@ -33,8 +35,11 @@ def train_source(
     reach them, also in a deployed pipeline's HTTP invoke).
     ``processes`` > 1: train with that many DDP processes on this machine (torchrun; users sharded across them,
     ``batch_size`` stays the global batch); the bundle comes back from rank 0.
+    ``dataset_name``: the data set the run's model names were bound to (``end_to_end`` binds it); the log's schema
+    must be that data set. Being a parameter, it is part of the step's cache key: a run bound to another data set
+    never reuses this step's bundle from the cache (where no check would run).
     """
-    check_source_model(kind)
+    check_source_model(kind, Schema.from_dict(schema).name, dataset_name)
     check_run_bounds(epochs=epochs, n_boot=n_boot, processes=processes)
     overrides = {k: int(v) for k, v in (("seed", seed), ("epochs", epochs)) if v is not None}
     cfg = TrainConfig(**{**(train_config or {}), **overrides})
@@ -54,13 +59,18 @@ def train_source(
     return bundle
 
 
-def check_source_model(kind: str) -> None:
-    """The ZenML model a source model version is registered under is ``iat-source-<kind>``; it is fixed when the
-    pipeline is compiled (or deployed). Refuse a ``kind`` that would register under another kind's name."""
+def check_source_model(kind: str, dataset: str, bound: Optional[str] = None) -> None:
+    """The ZenML model a source model version is registered under is ``iat-source-<data set>-<kind>``; it is fixed
+    when the pipeline is compiled (or deployed). Refuse a run whose data set or kind would register under another's name."""
     mv = get_step_context().model_version
-    if mv is not None and mv.model.name.startswith("iat-source-") and mv.model.name != f"iat-source-{kind}":
+    expected = source_model_name(dataset, kind)
+    named = mv.model.name if mv is not None and mv.model.name.startswith(SOURCE_PREFIX) else None
+    if bound is not None and bound != dataset:
+        named = source_model_name(bound, kind)
+    if named is not None and named != expected:
         raise ValueError(
-            f"source kind '{kind}' but this run registers its models under '{mv.model.name}' (fixed when the pipeline "
-            f"was compiled or deployed): run or deploy the pipeline with kind '{kind}' instead "
-            f"(e.g. `iat deploy-pipeline end_to_end --kind {kind} --name end-to-end-{kind}`)"
+            f"this run's source model is {expected} (data set '{dataset}', kind '{kind}') but the run registers its "
+            f"models under '{named}' (fixed when the pipeline was compiled or deployed): run or deploy the "
+            f"pipeline for that data set and kind instead (e.g. `iat deploy-pipeline end_to_end --kind {kind} "
+            f"--name end-to-end-{dataset}-{kind}` with the data set's --dataset)"
         )

@@ -232,10 +232,10 @@ def test_a_downstream_run_without_its_source_fails_before_a_ranker_version_exist
     from pipelines.downstream import downstream_pipeline
 
     spec = {"name": "bad-input-probe", "model": "ranker", "config": {"seq": "din", "iat": "din"}, "tokens": "no_such_source", "L": 8, "base_L": 8}
-    with pytest.raises(ValueError, match="no source model iat-source-no_such_source: run `iat run source"):
+    with pytest.raises(ValueError, match="no source model iat-source-synthetic-no_such_source: run `iat run source"):
         downstream_pipeline(spec=spec, source="no_such_source")
     with pytest.raises(KeyError):
-        Client().get_model("iat-ranker-bad-input-probe")  # no empty model (version) left behind
+        Client().get_model("iat-ranker-synthetic-bad-input-probe")  # no empty model (version) left behind
 
 
 def test_run_parameters_a_caller_can_set_are_bounded():

@@ -23,6 +23,7 @@ NAME = "e2e-test"
 def _binding() -> dict:
     return {
         "kind": "temporal",
+        "dataset": "synthetic",
         "base_spec": {"name": f"{NAME}-base", "model": "ranker", "config": {"seq": "din"}, "tokens": None, "L": 8, "base_L": 8},
         "iat_spec": {"name": f"{NAME}-iat", "model": "ranker", "config": {"seq": "din", "iat": "transformer"}, "tokens": "temporal", "L": 8, "base_L": 8},
         "source_model_config": TINY_SOURCE,
@@ -70,10 +71,10 @@ def test_end_to_end_runs_registers_models_with_lineage_and_caches(iat_home):
 
     # model versions: the source model holds the data, bundle and token store; each ranker its bundle + metrics
     smv = run.model_version
-    assert smv.model.name == "iat-source-temporal"
+    assert smv.model.name == "iat-source-synthetic-temporal"
     store_art = smv.get_artifact("token_store")
     assert store_art is not None and smv.get_artifact("source_bundle") is not None and smv.get_artifact("split_instances") is not None
-    rmv = client.get_model_version(f"iat-ranker-{NAME}-iat")
+    rmv = client.get_model_version(f"iat-ranker-synthetic-{NAME}-iat")
     ranker = rmv.get_artifact("ranker").load()
     assert abs(rmv.run_metadata["test"]["auc"] - ranker.metrics["test"]["auc"]) < 1e-12
     assert abs(table["rows"][1]["auc"] - ranker.metrics["test"]["auc"]) < 1e-12
@@ -81,10 +82,10 @@ def test_end_to_end_runs_registers_models_with_lineage_and_caches(iat_home):
     iat_step = run.steps["train_ranker_iat"]
     assert iat_step.model_version.id == rmv.id
     assert iat_step.inputs["token_store"][0].id == store_art.id
-    assert ranker.config["token_source"]["run_id"] == f"iat-source-temporal:{smv.name}"
+    assert ranker.config["token_source"]["run_id"] == f"iat-source-synthetic-temporal:{smv.name}"
     assert rmv.run_metadata["token_store"]["path"] == store_art.load()["path"]
     assert iat_step.inputs["split_instances"][0].id == smv.get_artifact("split_instances").id
-    base = client.get_model_version(f"iat-ranker-{NAME}-base").get_artifact("ranker").load()
+    base = client.get_model_version(f"iat-ranker-synthetic-{NAME}-base").get_artifact("ranker").load()
     assert base.config["token_source"] is None
 
     # the same parameters again: every stage comes from the cache
@@ -92,6 +93,13 @@ def test_end_to_end_runs_registers_models_with_lineage_and_caches(iat_home):
     assert again.status.value == "completed"
     assert {n: s.status.value for n, s in again.steps.items() if s.status.value != "cached"} == {}
     assert again.steps["result_table"].outputs["result_table"][0].load() == table
+
+
+def test_a_run_of_another_data_set_than_the_bound_model_names_is_refused(iat_home):
+    """The model names are bound at compile time (and in a deployment); a run whose log is another data set than
+    the one they name fails in train_source, naming both, before any model version gets a source bundle."""
+    with pytest.raises(Exception, match="this run's source model is iat-source-synthetic-temporal .* registers its models under 'iat-source-movielens-100k-temporal'"):
+        end_to_end_pipeline(**{**_binding(), "dataset": "movielens-100k"})(**_params(iat_home))
 
 
 def _free_port() -> int:

@@ -32,7 +32,7 @@ def test_every_instance_gets_its_own_token(log, bundles, tmp_path):
     pos = np.argsort(df["instance_id"].to_numpy())[np.searchsorted(np.sort(df["instance_id"].to_numpy()), rows["instance_id"])]
     expect = encode_instances(bundles["temporal"], df.iloc[pos].reset_index(drop=True), progress=False)
     np.testing.assert_array_equal(rows["tokens"], expect)
-    assert store.source["model"] == "iat-source-temporal" and store.source["version"] == bundles["temporal"].config["version"]
+    assert store.source["model"] == "iat-source-synthetic-temporal" and store.source["version"] == bundles["temporal"].config["version"]
 
 
 def test_token_is_a_pure_function_of_the_row(log, bundles):

@@ -33,8 +33,8 @@ def _register(b) -> tuple[str, str]:
     downstream and tokens pipelines would leave them."""
     client, versions = Client(), []
     for name, arts in (
-        ("iat-ranker-servetest", [("ranker", b.ranker, RankerBundleMaterializer)]),
-        ("iat-source-servetest", [("source_bundle", b.source, SourceBundleMaterializer), ("token_store", {"path": str(b.store), "source": TokenStore.open(b.store).source}, None)]),
+        ("iat-ranker-synthetic-servetest", [("ranker", b.ranker, RankerBundleMaterializer)]),
+        ("iat-source-synthetic-servetest", [("source_bundle", b.source, SourceBundleMaterializer), ("token_store", {"path": str(b.store), "source": TokenStore.open(b.store).source}, None)]),
     ):
         client.create_model(name)
         version = client.create_model_version(name).name  # numbered as pipeline runs number them
@@ -46,15 +46,17 @@ def _register(b) -> tuple[str, str]:
 
 def test_package_pipeline_builds_a_bento_for_the_model_version(b, iat_home):
     ranker_version, source_version = _register(b)
-    with pytest.raises(ValueError, match="no version of iat-source-temporal"):  # found from the ranker's tokens
-        package_pipeline("servetest", ranker_version, packages_dir=str(iat_home / "serving"))
-    run = package_pipeline("servetest", ranker_version, source="servetest", packages_dir=str(iat_home / "serving"))
+    with pytest.raises(ValueError, match="no version of iat-source-synthetic-temporal holds"):  # found from the ranker's tokens
+        package_pipeline("iat-ranker-synthetic-servetest", ranker_version, packages_dir=str(iat_home / "serving"))
+    with pytest.raises(ValueError, match="no ranker model iat-ranker-movielens-100k-servetest"):  # another data set's
+        package_pipeline("iat-ranker-movielens-100k-servetest", packages_dir=str(iat_home / "serving"))
+    run = package_pipeline("iat-ranker-synthetic-servetest", ranker_version, source="servetest", packages_dir=str(iat_home / "serving"))
     run = Client().get_pipeline_run(run.id)
     assert run.status.value == "completed"
     handle = run.steps["build_serving_package"].outputs["serving_package"][0].load()
-    assert handle["zenml_model"] == "iat-ranker-servetest" and handle["zenml_model_version"] == ranker_version
+    assert handle["zenml_model"] == "iat-ranker-synthetic-servetest" and handle["zenml_model_version"] == ranker_version
     bento = run.steps["build_bento_step"].outputs["bento"][0].load()
-    assert str(bento.tag) == f"iat-ranker-servetest:mv{ranker_version}-{b.ranker.config['version']}"
+    assert str(bento.tag) == f"iat-ranker-synthetic-servetest:mv{ranker_version}-{b.ranker.config['version']}"
     assert bento.info.labels["zenml_model_version"] == ranker_version
     assert bento.info.labels["ranker_version"] == b.ranker.config["version"]
     src = Path(bento.path) / "src"
@@ -69,7 +71,7 @@ def test_package_pipeline_builds_a_bento_for_the_model_version(b, iat_home):
         assert (Path(model.path) / f).is_file(), f
     assert not (src / "package").exists()
     # both artifacts hang off the ranker's model version
-    mv = Client().get_model_version("iat-ranker-servetest", ranker_version)
+    mv = Client().get_model_version("iat-ranker-synthetic-servetest", ranker_version)
     assert {"serving_package", "bento"} <= set(mv.data_artifacts) | set(mv.model_artifacts) | set(mv.deployment_artifacts)
 
 

@@ -30,7 +30,7 @@ def test_source_pipeline_trains_logs_metrics_and_versions_the_model(iat_home):
     # metrics on the artifact (from the materializer) and on the model version (from the step)
     assert art.run_metadata["test_auc"] == test["auc"]
     assert art.run_metadata["config_hash"] == bundle.config["config_hash"]
-    mv = Client().get_model_version("iat-source-temporal", ModelStages.LATEST)
+    mv = Client().get_model_version("iat-source-synthetic-temporal", ModelStages.LATEST)
     assert mv.run_metadata["test"]["auc"] == test["auc"]
     assert mv.run_metadata["version"] == bundle.config["version"]
     assert "source_bundle" in mv.model_artifacts

@@ -26,8 +26,8 @@ def test_tokens_and_downstream_pipelines_with_lineage():
         handle = run.steps["materialize_tokens"].outputs["token_store"][0].load()
         assert online.source == TokenStore.open(handle["path"]).source and 0 < online.rows < TokenStore.open(handle["path"]).rows
     store = TokenStore.open(handle["path"], verify="full", expected_source={"version": bundle.config["version"]})
-    mv = Client().get_model_version("iat-source-temporal")
-    assert store.source["run_id"] == f"iat-source-temporal:{mv.name}"
+    mv = Client().get_model_version("iat-source-synthetic-temporal")
+    assert store.source["run_id"] == f"iat-source-synthetic-temporal:{mv.name}"
     data = src.steps["split"].outputs["split_instances"][0].load()
     assert store.rows == len(data)
     # The store artifact hangs off the source model's version: the dashboard shows which model made it.
@@ -39,10 +39,10 @@ def test_tokens_and_downstream_pipelines_with_lineage():
     ranker = run.steps["train_ranker"].outputs["ranker"][0].load()
     assert ranker.config["token_source"] == store.source
     assert 0.5 < ranker.metrics["test"]["auc"] < 1.0
-    rv = Client().get_model_version("iat-ranker-t-iat-test")
+    rv = Client().get_model_version("iat-ranker-synthetic-t-iat-test")
     assert abs(rv.run_metadata["test"]["auc"] - ranker.metrics["test"]["auc"]) < 1e-9
     # the model card: rendered in the run view (a MarkdownString), naming the model version, its store and metrics
     card = run.steps["train_ranker"].outputs["model_card"][0]
     text = card.load()
-    assert card.visualizations and f"iat-ranker-t-iat-test v{rv.number}" in text and handle["path"] in text
+    assert card.visualizations and f"iat-ranker-synthetic-t-iat-test v{rv.number}" in text and handle["path"] in text
     assert f"{ranker.metrics['test']['auc']:.4f}" in text and f"{ranker.metrics['valid']['auc']:.4f}" in text

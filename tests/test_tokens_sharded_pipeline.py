@@ -46,5 +46,5 @@ def test_sharded_tokens_run_equals_unsharded(tmp_path):
             assert (ra / PARTS_DIR / pa["name"] / f).read_bytes() == (rb / PARTS_DIR / pb["name"] / f).read_bytes(), f
 
     # Downstream pipelines read the store from the source model version: now the sharded run's store.
-    mv = Client().get_model_version("iat-source-temporal")
+    mv = Client().get_model_version("iat-source-synthetic-temporal")
     assert mv.get_artifact("token_store").load()["path"] == b["path"]

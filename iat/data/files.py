@@ -48,13 +48,8 @@ def load_log(path: str | Path, schema_path: str | Path | None = None) -> tuple[p
     ``schema.yaml`` beside the file (or inside the folder). The format is decided by the file's bytes
     (parquet magic ``PAR1``; otherwise text is read as csv), so a misnamed file gets a clear error.
     """
-    log_file, default_schema = _resolve(Path(path))
-    schema_file = Path(schema_path) if schema_path is not None else default_schema
-    if not schema_file.is_file():
-        raise SchemaError(
-            f"schema file not found: {schema_file} (pass schema_path, or put {SCHEMA_FILE} beside the log)"
-        )
-    schema = Schema.from_yaml(schema_file)
+    log_file, _ = _resolve(Path(path))
+    schema = schema_of(path, schema_path)
     csv = _sniff_format(log_file) == "csv"
     df = _read_csv(log_file) if csv else _read_parquet(log_file)
     if len(df) == 0:
@@ -64,6 +59,15 @@ def load_log(path: str | Path, schema_path: str | Path | None = None) -> tuple[p
         if col in df.columns and _holds_strings(df[col]):
             df[col] = hash_id_column(df[col])
     return df, schema
+
+
+def schema_of(path: str | Path, schema_path: str | Path | None = None) -> Schema:
+    """The schema of the log at ``path``: ``schema_path``, or the ``schema.yaml`` beside the file (inside the folder)."""
+    _, default_schema = _resolve(Path(path))
+    schema_file = Path(schema_path) if schema_path is not None else default_schema
+    if not schema_file.is_file():
+        raise SchemaError(f"schema file not found: {schema_file} (pass schema_path, or put {SCHEMA_FILE} beside the log)")
+    return Schema.from_yaml(schema_file)
 
 
 def hash_id_column(s: pd.Series) -> pd.Series:

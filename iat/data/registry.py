@@ -12,6 +12,26 @@ DATASETS: tuple[str, ...] = ("synthetic", "movielens-100k", "file")
 MAX_USERS = 100_000  # of the in-memory generator (~100 rows each); `iat generate --chunked` streams larger logs
 
 
+def dataset_name(dataset: str, path: str | Path | None = None) -> str:
+    """The name a data set's models carry (``iat.model_names``): its schema's name, known before it is loaded (a
+    built-in data set's own, a log file's from the schema YAML beside it)."""
+    if dataset == "synthetic":
+        from iat.data.synthetic import synthetic_schema
+
+        return synthetic_schema().name
+    if dataset == "movielens-100k":
+        from iat.data.movielens import NAME
+
+        return NAME
+    if dataset == "file":
+        if path is None:
+            raise ValueError("dataset 'file' needs a path to a parquet/csv log (with schema.yaml beside it)")
+        from iat.data.files import schema_of
+
+        return schema_of(path).name
+    raise ValueError(f"unknown dataset '{dataset}': expected one of {DATASETS}")
+
+
 def load_dataset(
     dataset: str, *, users: int = 2_000, seed: int = 0, path: str | Path | None = None, progress: bool = True
 ) -> tuple[pd.DataFrame, Schema]:

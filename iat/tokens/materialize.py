@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from iat.data.io import check_part_rows, dataset_parts
+from iat.model_names import POST_SIT_SUFFIX, source_model_name
 from iat.models.registry import SourceBundle, make_batches
 from iat.tokens.merge import merge_stores
 from iat.tokens.store import TokenStore
@@ -52,7 +53,7 @@ def raw_dtype(kind: str) -> str:
 
 def source_identity(bundle: SourceBundle, run_id: str = "", post_sit: bool = False) -> dict[str, str]:
     """What a store records about the model that made its tokens (checked by ``TokenStore.open``)."""
-    name = f"iat-source-{bundle.kind}" + ("-post-sit" if post_sit else "")
+    name = source_model_name(bundle.encoder.schema.name, bundle.kind) + (POST_SIT_SUFFIX if post_sit else "")
     return {"model": name, "version": str(bundle.config["version"]), "run_id": run_id, "config_hash": str(bundle.config["config_hash"])}
 
 
