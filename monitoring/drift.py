@@ -35,6 +35,7 @@ LABEL = "click"  # the label column every dataset carries (iat.schema): the mode
 TAG_TOKENS, TAG_FEATURES = "tokens", "features"
 TAG_DAY, TAG_WINDOW = "day", "window"  # one day of the current window / the whole window
 TAG_CONTROL = "control"  # the control pair: an earlier window of the log against the reference
+TAG_CURRENT = "current"  # a daily point of the current window (beside the same day's control point)
 
 
 def token_columns(d: int) -> list[str]:

@@ -24,7 +24,7 @@ from iat.schema import Schema
 from iat.tokens import TokenStore
 from iat.tokens.codecs import decode
 from monitoring.ab import ab_snapshots, day_timestamp
-from monitoring.drift import TAG_DAY, TAG_WINDOW, DriftReport, FeatureLayout, Window, drift_report
+from monitoring.drift import TAG_CONTROL, TAG_CURRENT, TAG_DAY, TAG_WINDOW, DriftReport, FeatureLayout, Window, drift_report, token_drift_snapshot
 from monitoring.workspace import ab_project, add_snapshots, drift_project, open_workspace
 
 @dataclass
@@ -37,9 +37,12 @@ class TokenWindows:
     later: np.ndarray
     later_ids: np.ndarray
     later_day: np.ndarray
+    earlier: np.ndarray  # tokens of the days before the reference window (the daily control points read them)
+    earlier_day: np.ndarray
     control: np.ndarray | None  # the control window (``control_days``), None when the store does not hold it
     control_ids: np.ndarray | None
     control_days: tuple[int, int] | None
+    reference_days: tuple[int, int]
     reference_end: int  # first day after the reference window
     current_start: int  # first day of the current window
     start_ts: int  # UTC midnight of the first token's day
@@ -100,6 +103,9 @@ def token_windows(store_path: str | Path, reference_days: Any, current_days: Any
         later=tokens[later],
         later_ids=rows["instance_id"][later],
         later_day=day[later],
+        earlier=tokens[day < ref_d[0]],
+        earlier_day=day[day < ref_d[0]],
+        reference_days=ref_d,
         reference_end=ref_d[1],
         current_start=cur_d[0],
         start_ts=start,
@@ -136,6 +142,9 @@ def run_drift(
     The point of day d compares the ``cfg.rolling_days`` days ending on d with the reference: whole weeks, so a
     point never differs from the reference by its weekday mix alone. Days whose rolling window would reach into
     the reference window get no point (leave a gap of rolling_days - 1 days to have a point for every day).
+    Beside it, where the store holds it, the day's control point: the token drift of the week as far before the
+    reference (``control_days``) against the reference, i.e. what the same lag shows on an unshifted stretch of
+    the log; a dashboard line above its control line is drift, one level with it is the log's own week-to-week noise.
     With ``dataset_path`` (instances.parquet + schema.yaml of the same instances) raw features drift too, and
     prediction drift when the rows carry a ``prediction`` column. Returns (report, html paths, snapshots added).
     """
@@ -148,15 +157,15 @@ def run_drift(
         rows_ref, rows_later = _rows_for(instances, win.reference_ids), _rows_for(instances, win.later_ids)
         layout = FeatureLayout.of(schema, rows_ref, cfg.max_categories)  # one layout: every snapshot, same series
 
-    def report_for(mask: np.ndarray, day: int, tag: str, detail: bool, control: Window | None = None) -> DriftReport:
+    def report_for(mask: np.ndarray, day: int, tags: tuple[str, ...], detail: bool, control: Window | None = None) -> DriftReport:
         rows = None if rows_later is None else rows_later[mask].reset_index(drop=True)
         stamp = day_timestamp(win.start_ts, day)
-        return drift_report(win.reference, win.later[mask], cfg, rows_ref, rows, schema, stamp, (tag,), detail=detail, layout=layout, control=control)
+        return drift_report(win.reference, win.later[mask], cfg, rows_ref, rows, schema, stamp, tags, detail=detail, layout=layout, control=control)
 
     control = None
     if win.control is not None:
         control = Window(win.control, None if rows_ref is None else _rows_for(instances, win.control_ids))
-    report = report_for(win.in_current, win.current_start, TAG_WINDOW, True, control)
+    report = report_for(win.in_current, win.current_start, (TAG_WINDOW,), True, control)
     report.control_days = win.control_days
     paths = report.save_html(reports_dir)
     added = 0
@@ -168,7 +177,13 @@ def run_drift(
             m = (win.later_day > d - cfg.rolling_days) & (win.later_day <= d)
             if d < first_full or m.sum() < 10:
                 continue
-            added += len(add_snapshots(ws, proj, report_for(m, int(d), TAG_DAY, detail=False).snapshots.values()))
+            snaps = list(report_for(m, int(d), (TAG_DAY, TAG_CURRENT), detail=False).snapshots.values())
+            ctl_d = control_days(win.reference_days, (int(d) - cfg.rolling_days + 1, int(d) + 1))
+            ctl = (win.earlier_day >= ctl_d[0]) & (win.earlier_day < ctl_d[1]) if ctl_d else None
+            if ctl is not None and ctl.sum() >= 10:  # the control pair reads as the whole-window one: control -> reference
+                stamp = day_timestamp(win.start_ts, int(d))
+                snaps.append(token_drift_snapshot(win.earlier[ctl], win.reference, cfg, stamp, (TAG_DAY, TAG_CONTROL), detail=False))
+            added += len(add_snapshots(ws, proj, snaps))
     return report, paths, added
 
 

@@ -18,7 +18,7 @@ from evidently.ui.workspace import Project, Workspace
 
 from iat.abtest import ARMS, METRICS
 from monitoring.ab import TAG_CUMULATIVE, TAG_DAILY
-from monitoring.drift import PREDICTION, TAG_DAY, TAG_FEATURES, TAG_TOKENS, FeatureLayout
+from monitoring.drift import PREDICTION, TAG_CONTROL, TAG_CURRENT, TAG_DAY, TAG_FEATURES, TAG_TOKENS, FeatureLayout
 
 DRIFT_PROJECT = "IAT drift"
 AB_PROJECT = "IAT online A/B test"
@@ -38,18 +38,26 @@ def open_workspace(path: str | Path) -> Workspace:
 def drift_dashboard(code_levels: int = 0, layout: FeatureLayout | None = None) -> DashboardModel:
     """Token, feature and prediction drift panels; the code-usage panel only for stores of HGAQ codes, the
     per-group and unseen-id lines only when the feature ``layout`` is known."""
-    tok, feat = [TAG_TOKENS, TAG_DAY], [TAG_FEATURES, TAG_DAY]
+    # a snapshot matches a series when it has every tag of it: current and control points differ by one tag
+    tok, feat, ctl = [TAG_TOKENS, TAG_DAY, TAG_CURRENT], [TAG_FEATURES, TAG_DAY, TAG_CURRENT], [TAG_TOKENS, TAG_DAY, TAG_CONTROL]
     panels = [
-        text_panel("Drift", "Each point: the week up to that day against the reference window (the end of the training period)."),
+        text_panel(
+            "Drift",
+            "Each point: the week up to that day against the reference window (the end of the training period). Control "
+            "lines: the week as far before the reference against it (the log's own week-to-week change at that lag).",
+        ),
         line_plot_panel(
             "Share of drifted token dimensions",
-            [PanelMetric(legend="share of dims", metric="DriftedColumnsCount", metric_labels={"value_type": "share"}, tags=tok)],
-            "Per-dimension test on tok_0..tok_{D-1} (normed Wasserstein by default)",
+            [
+                PanelMetric(legend="share of dims", metric="DriftedColumnsCount", metric_labels={"value_type": "share"}, tags=tok),
+                PanelMetric(legend="control (same lag)", metric="DriftedColumnsCount", metric_labels={"value_type": "share"}, tags=ctl),
+            ],
+            "Per-dimension test on tok_0..tok_{D-1} (normed Wasserstein by default); above the control line = drift",
             size="half",
         ),
         line_plot_panel(
             "Embedding drift (domain-classifier AUC)",
-            [PanelMetric(legend="AUC", metric="DomainClassifierDrift", tags=tok)],
+            [PanelMetric(legend="AUC", metric="DomainClassifierDrift", tags=tok), PanelMetric(legend="control (same lag)", metric="DomainClassifierDrift", tags=ctl)],
             "0.5 = the windows are indistinguishable",
             size="half",
         ),

@@ -13,6 +13,7 @@ from iat.data.io import write_dataset
 from iat.data.synthetic import generate
 from iat.tokens import write_store
 from monitoring.workspace import AB_PROJECT, DRIFT_PROJECT, open_workspace
+from monitoring.run import control_days
 from pipelines.monitor import monitor_pipeline
 
 REF_DAYS, CUR_DAYS, AB_DAYS = [7, 14], [20, 23], 3  # days 14..19: room for whole-week daily points
@@ -71,19 +72,25 @@ def test_monitor_pipeline_fills_the_workspace(iat_home: Path) -> None:
     drift_snaps = [ws.get_run(projects[drift_name].id, s) for s in ws.list_runs(projects[drift_name].id)]
     ab_snaps = [ws.get_run(projects[AB_PROJECT].id, s) for s in ws.list_runs(projects[AB_PROJECT].id)]
     n_days = CUR_DAYS[1] - CUR_DAYS[0]
-    # one token and one feature snapshot per current day (each: the week up to it); a daily and a cumulative one per A/B day
+    # one token and one feature snapshot per current day (each: the week up to it), and a control token snapshot on
+    # the days whose week, moved as far before the reference, is still in the log (here the first: days 0..6);
+    # a daily and a cumulative one per A/B day
+    with_control = [d for d in range(*CUR_DAYS) if control_days(tuple(REF_DAYS), (d - 6, d + 1)) is not None]
+    assert with_control == [CUR_DAYS[0]]
     assert sorted((tuple(sorted(s.tags)), s.timestamp.day) for s in drift_snaps) == sorted(
-        (tags, day) for day in range(1 + CUR_DAYS[0], 1 + CUR_DAYS[1]) for tags in (("day", "tokens"), ("day", "features"))
+        [(tags, 1 + d) for d in range(*CUR_DAYS) for tags in (("current", "day", "tokens"), ("current", "day", "features"))]
+        + [(("control", "day", "tokens"), 1 + d) for d in with_control]
     )
     assert len(ab_snaps) == 2 * AB_DAYS
     assert sorted(s.metadata["day"] for s in ab_snaps) == sorted(str(d) for d in range(14, 14 + AB_DAYS) for _ in range(2))
-    assert len(drift_snaps) == 2 * n_days
+    assert len(drift_snaps) == 2 * n_days + len(with_control)
     # the dashboards are there and hold the panels the README shows
     titles = {p.title for p in ws.get_dashboard(projects[AB_PROJECT].id).panels}
     assert {"Daily CTR (clicks / impressions) per arm", "Uplift of CTR so far, with 95% CI"} <= titles
     heading = next(p for p in ws.get_dashboard(projects[AB_PROJECT].id).panels if p.title == "Online A/B test")
     assert "control = random, treatment = column:item_prior_ctr" in heading.subtitle  # the arms that ran
-    assert "Share of drifted token dimensions" in {p.title for p in ws.get_dashboard(projects[drift_name].id).panels}
+    dims = next(p for p in ws.get_dashboard(projects[drift_name].id).panels if p.title == "Share of drifted token dimensions")
+    assert [v.legend for v in dims.values] == ["share of dims", "control (same lag)"]  # the day's point beside its control
     # a second run adds snapshots and leaves the dashboards as they were (no duplicated panels)
     before = len(ws.get_dashboard(projects[AB_PROJECT].id).panels)
     monitor_pipeline(ab=ab, workspace=str(ws_path), reports_dir=str(reports))
