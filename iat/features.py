@@ -23,7 +23,8 @@ N_BUCKETS = 16
 DOMAIN_FIELD = "domain"
 # Up to this many values, a categorical field is encoded by a dict lookup per value: pandas' fixed cost per call
 # (about 0.2 ms) was a third of a 100-candidate rank request over 27 fields. Both give the same codes (Python
-# equality and hashing, as pandas' object hash table uses; tests/test_batching.py checks the two agree).
+# equality and hashing, as pandas' object hash table uses; tests/test_features.py checks the two agree). Bools, as
+# values or in the vocabulary, stay with pandas: whether it matches True to 1 depends on the rest of the array.
 DICT_LOOKUP_ROWS = 2_048
 _BOOLS = (bool, np.bool_)
 
@@ -66,7 +67,7 @@ class FeatureEncoder:
         self.vocabs = vocabs
         self.num_stats = num_stats
         self._index = {k: pd.Index(v) for k, v in vocabs.items()}
-        self._codes = {k: {x: i + 1 for i, x in enumerate(v)} for k, v in vocabs.items()}
+        self._codes = {k: {x: i + 1 for i, x in enumerate(v)} for k, v in vocabs.items() if not any(type(x) in _BOOLS for x in v)}
         cat_names = [DOMAIN_FIELD] + schema.categorical
         fields = [Field(DOMAIN_FIELD, "context", "categorical", 0)]
         fields += [Field(n, f.group, "categorical", cat_names.index(n)) for f in schema.features if (n := f.name) in schema.categorical]
@@ -105,9 +106,8 @@ class FeatureEncoder:
         return len(self.schema.numeric)
 
     def encode_categorical(self, name: str, values: pd.Series | np.ndarray) -> np.ndarray:
-        # bools go to pandas, which matches True to 1 or not depending on the rest of the array (a dict always does)
-        if len(values) <= DICT_LOOKUP_ROWS and not any(type(v) in _BOOLS for v in values):
-            codes = self._codes[name]
+        codes = self._codes.get(name)
+        if codes is not None and len(values) <= DICT_LOOKUP_ROWS and not any(type(v) in _BOOLS for v in values):
             return np.fromiter((codes.get(v, 0) for v in values), np.int64, len(values))  # unknown -> 0 (OOV)
         return self._index[name].get_indexer(pd.Series(values)) + 1  # -1 (unknown) -> 0 (OOV)
 

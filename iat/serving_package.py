@@ -24,6 +24,7 @@ from typing import Any
 
 from iat.downstream import RankerBundle, load_ranker, save_ranker
 from iat.models.registry import SourceBundle, load_bundle, save_bundle
+from iat.model_names import POST_SIT_SUFFIX
 from iat.tokens import fsio
 from iat.tokens.manifest import MANIFEST_FILE, PARTS_DIR, read_manifest, require_source
 from iat.tokens.materialize import source_identity, token_kind
@@ -31,7 +32,7 @@ from iat.tokens.materialize import source_identity, token_kind
 PACKAGE_FILE = "package.json"
 PACKAGE_FORMAT = "iat-serving-package"
 RANKER_DIR, SOURCE_DIR, STORE_DIR = "ranker", "source", "store"
-_IDENTITY_KEYS = ("model", "version", "config_hash")  # run_id says which run wrote a store, not what made its tokens
+_IDENTITY_KEYS = ("version", "config_hash")  # the weights; run_id says which run wrote a store, not what made its tokens
 
 
 @dataclass(frozen=True)
@@ -85,12 +86,19 @@ def snapshot_store(src: str | Path, dst: str | Path) -> Path:
 def check_compatible(ranker: RankerBundle, source: SourceBundle, store_source: dict[str, Any], where: str) -> None:
     """Refuse a combination whose tokens would not mean what the ranker learned, or that ingest would corrupt:
     the store must come from ``source`` and be the store the ranker was trained on."""
-    made_by = source_identity(source)
-    require_source({"source": store_source}, {k: made_by[k] for k in _IDENTITY_KEYS}, where)
+    have = {"source": token_maker(store_source)}
+    require_source(have, token_maker(source_identity(source)), where)
     trained_on = ranker.config.get("token_source")
     if trained_on is None:
         return  # a base ranker reads the store only for its clicked-item sequence
-    require_source({"source": store_source}, {k: trained_on[k] for k in _IDENTITY_KEYS if k in trained_on}, where)
+    require_source(have, token_maker(trained_on), where)
+
+
+def token_maker(source: dict[str, Any]) -> dict[str, str]:
+    """What makes two stores' tokens the same: the weights (version, config hash) and the output read (pre- or
+    post-SIT). Not the model's name: stores and rankers made before model names carried the data set
+    (``iat-source-<kind>``) name the same weights."""
+    return {**{k: str(source[k]) for k in _IDENTITY_KEYS if k in source}, "tokens": "post-SIT" if str(source.get("model", "")).endswith(POST_SIT_SUFFIX) else "pre-SIT"}
 
 
 def write_package(

@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a ZenML pipeline on the local stack")
     r.add_argument("pipeline", choices=["data", "source", "tokens", "downstream", "transfer", "end_to_end"])
     r.add_argument("--config", default="configs/demo.yaml", help="YAML run config (section named after the pipeline)")
-    r.add_argument("--dataset", choices=["synthetic", "movielens-100k", "file"])
+    r.add_argument("--dataset", choices=["synthetic", "movielens-100k", "file"], help="the data set; tokens / downstream: whose source model (iat-source-<data set>-<kind>) to read")
     r.add_argument("--users", type=int)
     r.add_argument("--seed", type=int)
     r.add_argument("--path")

@@ -13,14 +13,16 @@ from typing import Any
 SERVING_STORES_DIR = "data/serving_stores"
 
 
-def latest_ranker() -> str:
-    """The ranker model (``iat-ranker-<data set>-<spec>``) whose latest version is the newest."""
-    from iat.model_names import RANKER_PREFIX
+def latest_ranker(dataset: str | None = None) -> str:
+    """The ranker model (``iat-ranker-<data set>-<spec>``; of ``dataset`` when given) whose latest version is the newest."""
     from zenml.client import Client
     from zenml.enums import ModelStages
 
+    from iat.model_names import RANKER_PREFIX, ranker_model_name
+
+    prefix = ranker_model_name(dataset, "") if dataset else RANKER_PREFIX
     client = Client()
-    models = client.list_models(name=f"startswith:{RANKER_PREFIX}", size=1000)
+    models = client.list_models(name=f"startswith:{prefix}", size=1000)
     latest = []
     for m in models:
         try:
@@ -28,7 +30,7 @@ def latest_ranker() -> str:
         except KeyError:  # a model without versions
             continue
     if not latest:
-        raise FileNotFoundError("no ranker model (iat-ranker-*) yet: train one with the downstream pipeline first")
+        raise FileNotFoundError(f"no ranker model ({prefix}*) yet: train one with the downstream pipeline first")
     return max(latest, key=lambda v: v.created).model.name
 
 
@@ -39,7 +41,8 @@ def _cmd_package(a: argparse.Namespace) -> int:
     from iat.model_names import ranker_model_name
     from pipelines.package import package_pipeline
 
-    ranker = ranker_model_name(dataset_name(a.dataset, a.path), a.ranker) if a.ranker else latest_ranker()
+    ds = dataset_name(a.dataset, a.path) if a.dataset else None
+    ranker = ranker_model_name(ds or dataset_name("synthetic"), a.ranker) if a.ranker else latest_ranker(ds)
     print(f"packaging ZenML model {ranker}{' version ' + a.ranker_version if a.ranker_version else ' (latest version)'}")
     run = Client().get_pipeline_run(
         package_pipeline(ranker, a.ranker_version, a.source, a.source_version, packages_dir=a.packages_dir).id
@@ -95,7 +98,7 @@ def register(subparsers: Any) -> None:
     """Add ``package`` and ``serve`` to the ``iat`` command."""
     p = subparsers.add_parser("package", help="build a serving package and a Bento from a ranker model version (ZenML pipeline)")
     p.add_argument("--ranker", help="ranker spec name: packages ZenML model iat-ranker-<data set>-<name> (default: the most recently trained ranker of any data set)")
-    p.add_argument("--dataset", choices=["synthetic", "movielens-100k", "file"], default="synthetic", help="with --ranker: the ranker's data set")
+    p.add_argument("--dataset", choices=["synthetic", "movielens-100k", "file"], help="the ranker's data set (with --ranker: default synthetic; without: the newest ranker of that data set)")
     p.add_argument("--path", help="with --dataset file: the log, whose schema names the data set")
     p.add_argument("--ranker-version", help="ZenML model version (default: latest)")
     p.add_argument("--source", help="source model kind (iat-source-<the ranker's data set>-<kind>) of the bundle and token store (default: the one that made the ranker's tokens)")

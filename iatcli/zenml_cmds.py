@@ -165,9 +165,9 @@ def _cmd_deploy(a: argparse.Namespace) -> int:
         deprovision(deployment, delete=not a.keep)
         print(f"deployment '{deployment}' {'deprovisioned' if a.keep else 'deprovisioned and deleted'}")
         return 0
-    overrides = {"dataset": a.dataset, "users": a.users, "seed": a.seed, "kind": a.kind, "L": a.L, "seeds": a.seeds, "epochs": a.epochs}
+    overrides = {"dataset": a.dataset, "path": a.path, "users": a.users, "seed": a.seed, "kind": a.kind, "L": a.L, "seeds": a.seeds, "epochs": a.epochs}
     if a.pipeline != "end_to_end":
-        overrides = {k: v for k, v in overrides.items() if k in ("dataset", "users", "seed")}
+        overrides = {k: v for k, v in overrides.items() if k in ("dataset", "path", "users", "seed")}
     d = deploy(a.pipeline, deployment, a.config, overrides, port=a.port, timeout=a.timeout)
     status = str(getattr(d.status, "value", d.status))
     if status != "running":
@@ -201,6 +201,7 @@ def register(sub: Any) -> None:
     p.add_argument("--deprovision", action="store_true", help="stop and delete the deployment")
     p.add_argument("--keep", action="store_true", help="with --deprovision: stop the service but keep the deployment record")
     p.add_argument("--dataset", choices=["synthetic", "movielens-100k", "file"])
+    p.add_argument("--path", help="with --dataset file: the log (its schema names the data set in the model names)")
     p.add_argument("--users", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--kind", choices=list(E2E_SOURCE_KINDS), help="end_to_end: source model kind")

@@ -25,12 +25,12 @@ def downstream_pipeline(
     try:
         mv = Client().get_model_version(name, source_version)
     except KeyError:
-        raise ValueError(f"no source model {name}{':' + source_version if source_version else ''}: run `iat run source --model {source} --dataset {dataset}` first") from None
+        raise ValueError(f"no source model {name}{':' + source_version if source_version else ''}: run `iat run source --model {source} --dataset {dataset}` first (and --path for a log file)") from None
     # Checked before the run exists: a failed run would leave an empty version of the ranker's ZenML model.
     if spec.get("tokens") is not None and spec["tokens"] != source:
         raise ValueError(f"the ranker reads the tokens of '{spec['tokens']}' but the source model is '{source}': pass --source {spec['tokens']} (or leave it out)")
     if spec.get("tokens") is not None and mv.get_artifact("token_store") is None:
-        raise ValueError(f"{name}:{mv.name} has no token store yet: run `iat run tokens --source {source} --dataset {dataset}` first")
+        raise ValueError(f"{name}:{mv.name} has no token store yet: run `iat run tokens --source {source} --dataset {dataset}` first (and --path for a log file)")
     model = Model(name=ranker_model_name(ds, spec["name"]), description=f"downstream ranker {spec}")
     return _downstream_pipeline.with_options(model=model)(spec=spec, source_model=name, source_version=mv.name, **params)
 

@@ -18,7 +18,7 @@ def tokens_pipeline(
     try:
         mv = Client().get_model_version(name, source_version)
     except KeyError:
-        raise ValueError(f"no source model {name}{':' + source_version if source_version else ''}: run `iat run source --model {source} --dataset {dataset}` first") from None
+        raise ValueError(f"no source model {name}{':' + source_version if source_version else ''}: run `iat run source --model {source} --dataset {dataset}` first (and --path for a log file)") from None
     model = Model(name=mv.model.name, version=mv.name)
     return _tokens_pipeline.with_options(model=model)(source_model=name, source_version=mv.name, **params)
 

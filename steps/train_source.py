@@ -64,13 +64,14 @@ def check_source_model(kind: str, dataset: str, bound: Optional[str] = None) -> 
     when the pipeline is compiled (or deployed). Refuse a run whose data set or kind would register under another's name."""
     mv = get_step_context().model_version
     expected = source_model_name(dataset, kind)
-    named = mv.model.name if mv is not None and mv.model.name.startswith(SOURCE_PREFIX) else None
-    if bound is not None and bound != dataset:
-        named = source_model_name(bound, kind)
+    if mv is not None and mv.model.name.startswith(SOURCE_PREFIX):
+        named: str | None = mv.model.name
+    else:
+        named = source_model_name(bound, kind) if bound is not None else None
     if named is not None and named != expected:
         raise ValueError(
             f"this run's source model is {expected} (data set '{dataset}', kind '{kind}') but the run registers its "
             f"models under '{named}' (fixed when the pipeline was compiled or deployed): run or deploy the "
             f"pipeline for that data set and kind instead (e.g. `iat deploy-pipeline end_to_end --kind {kind} "
-            f"--name end-to-end-{dataset}-{kind}` with the data set's --dataset)"
+            f"--name end-to-end-{dataset}-{kind}` with its --dataset, and --path for a log file)"
         )

@@ -14,7 +14,7 @@ from zenml import Model, link_artifact_to_model, save_artifact
 from zenml.client import Client
 
 from iat.tokens import TokenStore
-from iatcli.serve_cmds import serve_command
+from iatcli.serve_cmds import latest_ranker, serve_command
 from pipelines.package import package_pipeline
 from serving.bento import PACKAGE_ALIAS, PACKAGE_MODEL, bento_name, bento_version, build_bento, latest_bento
 from steps.materializers import RankerBundleMaterializer, SourceBundleMaterializer
@@ -50,6 +50,9 @@ def test_package_pipeline_builds_a_bento_for_the_model_version(b, iat_home):
         package_pipeline("iat-ranker-synthetic-servetest", ranker_version, packages_dir=str(iat_home / "serving"))
     with pytest.raises(ValueError, match="no ranker model iat-ranker-movielens-100k-servetest"):  # another data set's
         package_pipeline("iat-ranker-movielens-100k-servetest", packages_dir=str(iat_home / "serving"))
+    assert latest_ranker("synthetic") == "iat-ranker-synthetic-servetest"  # `iat package --dataset synthetic`
+    with pytest.raises(FileNotFoundError, match="no ranker model \\(iat-ranker-movielens-100k-\\*\\)"):
+        latest_ranker("movielens-100k")
     run = package_pipeline("iat-ranker-synthetic-servetest", ranker_version, source="servetest", packages_dir=str(iat_home / "serving"))
     run = Client().get_pipeline_run(run.id)
     assert run.status.value == "completed"

@@ -74,14 +74,16 @@ def test_label_attention_reads_the_labels_of_similar_past_instances():
     assert empty[0, 0].item() == pytest.approx(0.5) and empty[0, 2:].abs().max() < 1e-6
 
 
-@pytest.fixture
-def shared() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """12 queries over 4 histories (a request's candidates share one), in no particular order."""
+@pytest.fixture(params=["four histories", "one history"])
+def shared(request) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """12 queries over 4 histories (a request's candidates share one), in no particular order; or 12 queries over one
+    history (one rank request: DIN's single-GEMM path)."""
     g = torch.Generator().manual_seed(1)
-    H, L, d = 4, 24, 32
+    H, L, d = (4, 24, 32) if request.param == "four histories" else (1, 24, 32)
     mask = torch.rand(H, L, generator=g) > 0.3
-    mask[1] = False  # a history-less request
-    index = torch.tensor([2, 0, 0, 3, 1, 2, 2, 3, 0, 1, 3, 2])
+    if H > 1:
+        mask[1] = False  # a history-less request
+    index = torch.tensor([2, 0, 0, 3, 1, 2, 2, 3, 0, 1, 3, 2]) if H > 1 else torch.zeros(12, dtype=torch.long)
     return torch.randn(len(index), d, generator=g), torch.randn(H, L, d, generator=g), mask, index
 
 

@@ -212,6 +212,21 @@ def test_package_refuses_a_store_of_another_source(b, tmp_path):
         read_package(tmp_path)
 
 
+def test_a_store_named_the_old_way_is_the_same_source_and_post_sit_tokens_are_not(b, tmp_path):
+    """Stores made before model names carried the data set name their source iat-source-<kind>: the same weights
+    (version, config hash), so they package; the post-SIT outputs of the same weights do not."""
+    for name, model, ok in (("legacy", f"iat-source-{b.source.kind}", True), ("post", TokenStore.open(b.store).source["model"] + "-post-sit", False)):
+        store = snapshot_store(b.store, tmp_path / name)
+        m = json.loads((store / "manifest.json").read_text())
+        m["source"]["model"] = model
+        (store / "manifest.json").write_text(json.dumps(m))
+        if ok:
+            assert write_package(tmp_path / f"pkg-{name}", b.ranker, b.source, store).root.is_dir()
+        else:
+            with pytest.raises(SourceMismatchError, match="tokens='post-SIT' \\(expected 'pre-SIT'\\)"):
+                write_package(tmp_path / f"pkg-{name}", b.ranker, b.source, store)
+
+
 def test_load_seeds_a_new_store_and_refuses_a_foreign_folder(b, tmp_path):
     core = ServingCore.load(b.package, store=tmp_path / "a" / "live")
     assert core.view().store.rows == TokenStore.open(b.store).rows
