@@ -9,6 +9,11 @@ RANKER_PREFIX = "iat-ranker-"
 POST_SIT_SUFFIX = "-post-sit"  # a token store of post-SIT outputs names its source model with this suffix
 
 
+def is_post_sit(token_source_model: str) -> bool:
+    """Whether a token store's source ``model`` names post-SIT outputs."""
+    return str(token_source_model).endswith(POST_SIT_SUFFIX)
+
+
 def source_model_name(dataset: str, kind: str) -> str:
     """``iat-source-<data set>-<kind>``, e.g. ``iat-source-synthetic-user_order``."""
     return f"{SOURCE_PREFIX}{dataset}-{kind}"

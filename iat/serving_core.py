@@ -44,7 +44,7 @@ from iat.distributed import to_device
 from iat.features import DOMAIN_FIELD
 from iat.history import ClickIndex, HistoryAssembler
 from iat.models.batching import HIST_INDEX
-from iat.model_names import POST_SIT_SUFFIX
+from iat.model_names import is_post_sit
 from iat.models.registry import SourceBundle, load_bundle
 from iat.schema import Feature, label_problem
 from iat.serving_package import ServingPackage, check_compatible, read_package, snapshot_store
@@ -143,7 +143,7 @@ class ServingCore:
         self.max_parts = max_parts
         self.features: dict[str, Feature] = {f.name: f for f in self.schema.features}
         self.category_column = self.schema.category_column
-        self.post_sit = str(package.meta["token_source"].get("model", "")).endswith(POST_SIT_SUFFIX)
+        self.post_sit = is_post_sit(package.meta["token_source"].get("model", ""))
         self._write_lock = threading.RLock()  # view() may reload while a write holds it
         if online is not None:
             check_compatible(ranker, source, online.source, f"the online store {online.prefix} (version {online.version})")

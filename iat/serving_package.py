@@ -24,7 +24,7 @@ from typing import Any
 
 from iat.downstream import RankerBundle, load_ranker, save_ranker
 from iat.models.registry import SourceBundle, load_bundle, save_bundle
-from iat.model_names import POST_SIT_SUFFIX
+from iat.model_names import is_post_sit
 from iat.tokens import fsio
 from iat.tokens.manifest import MANIFEST_FILE, PARTS_DIR, read_manifest, require_source
 from iat.tokens.materialize import source_identity, token_kind
@@ -98,7 +98,7 @@ def token_maker(source: dict[str, Any]) -> dict[str, str]:
     """What makes two stores' tokens the same: the weights (version, config hash) and the output read (pre- or
     post-SIT). Not the model's name: stores and rankers made before model names carried the data set
     (``iat-source-<kind>``) name the same weights."""
-    return {**{k: str(source[k]) for k in _IDENTITY_KEYS if k in source}, "tokens": "post-SIT" if str(source.get("model", "")).endswith(POST_SIT_SUFFIX) else "pre-SIT"}
+    return {**{k: str(source[k]) for k in _IDENTITY_KEYS if k in source}, "tokens": "post-SIT" if is_post_sit(source.get("model", "")) else "pre-SIT"}
 
 
 def write_package(

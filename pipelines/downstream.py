@@ -5,7 +5,8 @@ from zenml.client import Client
 from zenml.enums import ExecutionMode  # a failed step ends the run with its own exception
 
 from iat.data.registry import dataset_name
-from iat.model_names import ranker_model_name, source_model_name
+from iat.model_names import ranker_model_name
+from pipelines.tokens import source_model_version
 from steps.train_ranker import train_ranker
 
 
@@ -20,18 +21,14 @@ def downstream_pipeline(
     """Train a downstream ranker on the data of source model version ``iat-source-<data set>-<source>`` (latest by
     default), reading that version's latest token store when the spec uses tokens. The ranker is versioned as
     ZenML model ``iat-ranker-<data set>-<spec name>``; its lineage shows the data, source model and token store."""
-    ds = dataset_name(dataset, path)
-    name = source_model_name(ds, source)
-    try:
-        mv = Client().get_model_version(name, source_version)
-    except KeyError:
-        raise ValueError(f"no source model {name}{':' + source_version if source_version else ''}: run `iat run source --model {source} --dataset {dataset}` first (and --path for a log file)") from None
+    mv = source_model_version(source, source_version, dataset, path)
+    name = mv.model.name
     # Checked before the run exists: a failed run would leave an empty version of the ranker's ZenML model.
     if spec.get("tokens") is not None and spec["tokens"] != source:
         raise ValueError(f"the ranker reads the tokens of '{spec['tokens']}' but the source model is '{source}': pass --source {spec['tokens']} (or leave it out)")
     if spec.get("tokens") is not None and mv.get_artifact("token_store") is None:
         raise ValueError(f"{name}:{mv.name} has no token store yet: run `iat run tokens --source {source} --dataset {dataset}` first (and --path for a log file)")
-    model = Model(name=ranker_model_name(ds, spec["name"]), description=f"downstream ranker {spec}")
+    model = Model(name=ranker_model_name(dataset_name(dataset, path), spec["name"]), description=f"downstream ranker {spec}")
     return _downstream_pipeline.with_options(model=model)(spec=spec, source_model=name, source_version=mv.name, **params)
 
 

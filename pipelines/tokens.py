@@ -3,10 +3,21 @@ from typing import Any, Optional
 from zenml import Model, pipeline
 from zenml.client import Client
 from zenml.enums import ExecutionMode  # a failed step ends the run with its own exception
+from zenml.models import ModelVersionResponse
 
 from iat.data.registry import dataset_name
 from iat.model_names import source_model_name
 from steps.tokens import materialize_shard, materialize_tokens, publish_online, publish_tokens
+
+
+def source_model_version(source: str, source_version: Optional[str], dataset: str, path: Optional[str]) -> ModelVersionResponse:
+    """The version (latest by default) of ``iat-source-<data set>-<source>``, or an error naming the command that
+    trains it."""
+    name = source_model_name(dataset_name(dataset, path), source)
+    try:
+        return Client().get_model_version(name, source_version)
+    except KeyError:
+        raise ValueError(f"no source model {name}{':' + source_version if source_version else ''}: run `iat run source --model {source} --dataset {dataset}` first (and --path for a log file)") from None
 
 
 def tokens_pipeline(
@@ -14,13 +25,9 @@ def tokens_pipeline(
 ) -> Any:
     """Materialize the tokens of a trained source model version (``iat-source-<data set>-<source>``, latest by
     default); the token store artifact is linked to that same model version."""
-    name = source_model_name(dataset_name(dataset, path), source)
-    try:
-        mv = Client().get_model_version(name, source_version)
-    except KeyError:
-        raise ValueError(f"no source model {name}{':' + source_version if source_version else ''}: run `iat run source --model {source} --dataset {dataset}` first (and --path for a log file)") from None
+    mv = source_model_version(source, source_version, dataset, path)
     model = Model(name=mv.model.name, version=mv.name)
-    return _tokens_pipeline.with_options(model=model)(source_model=name, source_version=mv.name, **params)
+    return _tokens_pipeline.with_options(model=model)(source_model=mv.model.name, source_version=mv.name, **params)
 
 
 @pipeline(name="tokens_pipeline", enable_cache=True, execution_mode=ExecutionMode.FAIL_FAST)  # runs show as tokens_pipeline-<n>
