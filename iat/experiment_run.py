@@ -58,16 +58,19 @@ def prepare(
     matrix: dict[str, Any] | None = None,
     threads: int = 1,
     source_train_by_model: dict[str, dict[str, Any]] | None = None,
+    source_models: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """Data, then the source models and token stores the matrix's tables read (all with ``matrix`` None).
-    ``source_train_by_model``: per source kind, train keys on top of ``source_train`` (e.g. tuned learning rates)."""
+    ``source_train_by_model``: per source kind, train keys on top of ``source_train`` (e.g. tuned learning rates);
+    ``source_models``: per source kind, model config keys on top of its defaults."""
     df, schema = prepare_data(work, dataset)
     stores = needed_stores(selected_tables(matrix)) if matrix is not None else list(STORES)
     for kind in dict.fromkeys(STORES[n][0] for n in stores):
         folder = work / "sources" / kind
         if not (folder / "config.json").is_file():  # resumable: finished stages are kept
             cfg = TrainConfig(**{**source_train, **(source_train_by_model or {}).get(kind, {}), "threads": threads, "progress": False})
-            save_bundle(train_source(df, schema, kind, None, cfg, work / "checkpoints" / kind, n_boot=0), folder)
+            model_cfg = (source_models or {}).get(kind)
+            save_bundle(train_source(df, schema, kind, model_cfg, cfg, work / "checkpoints" / kind, n_boot=0), folder)
     for name in stores:
         kind, post = STORES[name]
         if not (work / "stores" / name / "manifest.json").is_file():

@@ -34,12 +34,13 @@ def encoded(log):
     return enc, enc.transform(df), split
 
 
-@pytest.fixture(scope="module")
-def user_model(encoded):
+@pytest.fixture(scope="module", params=[0, 4], ids=["no-label-rates", "label-rates"])
+def user_model(encoded, request):
     """A user-order model with a short window (so windows carry context) and random SIT residual branches
-    (they start at zero: an untrained SIT would be the identity and make the causality test vacuous)."""
+    (they start at zero: an untrained SIT would be the identity and make the causality test vacuous); with and
+    without the label-rate readout, so the time rule is checked on both."""
     enc, _, _ = encoded
-    model = build_source_model("user_order", enc, {**TINY, "t_src": 16}, seed=0)
+    model = build_source_model("user_order", enc, {**TINY, "t_src": 16, "sit_label_heads": request.param}, seed=0)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in model.sit.parameters():
@@ -241,3 +242,31 @@ def test_user_order_beats_temporal_on_the_demo_data():
     df, schema = generate(2000, seed=0, progress=False)
     df = add_split(df)
     assert _test_auc(df, schema, "user_order", 0, 4) > _test_auc(df, schema, "temporal", 0, 4) + 0.002
+
+
+def test_label_rates_average_the_clicks_of_strictly_earlier_rows_only():
+    # With flat scores (q = 0) every earlier row and the prior slot weigh the same, so a head's rate is
+    # (sigmoid(prior) + clicks of strictly earlier rows) / (1 + their count): rows of the same ts, the row itself
+    # and padding never count, and the mass is log(1 + count).
+    from iat.models.sit import MomentLabelRates, moment_mask, moment_order
+
+    torch.manual_seed(0)
+    d, heads = 8, 2
+    m = MomentLabelRates(d, heads)
+    with torch.no_grad():
+        m.q.weight.zero_()
+        m.q.bias.zero_()
+        m.out.weight.copy_(torch.eye(d, 2 * heads))  # read the raw [rate per head, mass per head] back
+    ts = torch.tensor([[10, 20, 20, 30, 0]])
+    valid = torch.tensor([[True, True, True, True, False]])
+    click = torch.tensor([[1.0, 0.0, 1.0, 1.0, 1.0]])
+    _, t = moment_order(ts, valid)
+    earlier = moment_mask(t, valid) & ~torch.eye(5, dtype=torch.bool)
+    x = torch.randn(1, 5, d)
+    out = m(x, torch.randn(1, 5, d), click, earlier)[0, :4]
+    prior = 0.5  # sigmoid(0)
+    n_earlier = torch.tensor([0.0, 1.0, 1.0, 3.0])  # the two rows at ts 20 do not see each other
+    clicks_earlier = torch.tensor([0.0, 1.0, 1.0, 2.0])
+    expect_rate = (prior + clicks_earlier) / (1 + n_earlier)
+    assert torch.allclose(out[:, :heads], expect_rate.unsqueeze(1).expand(4, heads), atol=1e-6)
+    assert torch.allclose(out[:, heads : 2 * heads], torch.log1p(n_earlier).unsqueeze(1).expand(4, heads), atol=1e-6)

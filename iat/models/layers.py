@@ -50,3 +50,17 @@ def mlp(sizes: list[int], act: type[nn.Module] = nn.ReLU, dropout: float = 0.0, 
             if dropout:
                 layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
+
+
+def soft_label_rates(
+    scores: torch.Tensor, prior_score: torch.Tensor, prior_rate: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A soft nearest-neighbour estimate of outcome rates: attention over a learned prior slot and the keys'
+    ``scores`` [..., Q, L] (-inf where a key may not be read) averages the keys' ``labels`` [..., L, C], the prior
+    slot contributing sigmoid(``prior_rate``); ``prior_score`` broadcasts to [..., Q, 1]. Returns the rates
+    [..., Q, C] and the log attention mass over the keys relative to the prior (>= 0; 0 without a key) [..., Q]."""
+    prior = prior_score.expand(*scores.shape[:-1], 1)
+    full = torch.cat([prior, scores], dim=-1)
+    a = torch.softmax(full, dim=-1)
+    rate = a[..., :1] * torch.sigmoid(prior_rate) + a[..., 1:] @ labels
+    return rate, torch.logsumexp(full, dim=-1) - prior.squeeze(-1)

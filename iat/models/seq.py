@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from iat.models.batching import gather_rows
+from iat.models.layers import soft_label_rates
 
 SEQ_MODULES: tuple[str, ...] = ("din", "transformer", "longer")
 
@@ -204,11 +205,8 @@ class LabelAttention(nn.Module):
         k = gather_rows(self.k(seq), index).view(B, L, H, dh).transpose(1, 2)  # keys once per history
         mask, labels = gather_rows(mask, index), gather_rows(labels, index)
         s = ((q * k).sum(-1) / dh**0.5).masked_fill(~mask.unsqueeze(1), float("-inf"))  # [B, H, L]
-        prior = self.prior_score.view(1, H, 1).expand(B, H, 1)
-        a = torch.softmax(torch.cat([prior, s], dim=-1), dim=-1)
-        rate = a[..., :1] * torch.sigmoid(self.prior_rate).unsqueeze(0) + torch.einsum("bhl,blc->bhc", a[..., 1:], labels)
-        mass = torch.logsumexp(torch.cat([prior, s], dim=-1), dim=-1) - prior.squeeze(-1)  # >= 0; 0 without history
-        return torch.cat([rate.flatten(1), mass], dim=-1)
+        rate, mass = soft_label_rates(s.unsqueeze(-2), self.prior_score.view(1, H, 1, 1), self.prior_rate.view(1, H, 1, -1), labels.unsqueeze(1))
+        return torch.cat([rate.flatten(1), mass.flatten(1)], dim=-1)
 
 
 def build_seq_module(kind: str, d: int, layers: int = 1) -> nn.Module:

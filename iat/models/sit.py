@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from iat.models.batching import gap_bucket
+from iat.models.layers import soft_label_rates
 
 SELF_LABEL = 2  # label id a position carries when it attends to itself (0/1 are the clicks of earlier rows)
 _NEVER = torch.iinfo(torch.int64).max  # ts given to padding: later than every real row
@@ -98,8 +99,49 @@ class MomentBlock(nn.Module):
         return x + self.ffn(self.ln2(x))
 
 
+class MomentLabelRates(nn.Module):
+    """Per head, a soft nearest-neighbour estimate of a row's click rate from the strictly earlier rows: the row
+    attends over their label-free inputs (plus a learned prior slot) and averages their clicks; with the log
+    attention mass (how much similar history there is) that is 2 numbers per head, projected to the SIT width and
+    added to its output. Attention with labels on the values (``MomentBlock``) can learn the same, but on the
+    synthetic log it did not: a user's click rate under the row's own context (promo, hour, device) is what a tree
+    given those aggregates gains +0.04 AUC from, and this readout computes it directly."""
+
+    def __init__(self, d: int, heads: int):
+        super().__init__()
+        if d % heads:
+            raise ValueError(f"SIT width {d} is not divisible by {heads} label heads")
+        self.heads = heads
+        self.q, self.k = nn.Linear(d, d), nn.Linear(d, d)
+        self.prior_score = nn.Parameter(torch.zeros(heads))
+        self.prior_rate = nn.Parameter(torch.zeros(heads))  # logit
+        self.out = nn.Linear(2 * heads, d)
+        nn.init.zeros_(self.out.weight)  # starts as no change to the SIT output
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, keys: torch.Tensor, click: torch.Tensor, earlier: torch.Tensor) -> torch.Tensor:
+        """x (queries), keys [B, L, d]; click [B, L]; earlier [B, L, L] (t reads s: real, ts_s < ts_t) -> [B, L, d]."""
+        B, L, d = x.shape
+        H, dh = self.heads, d // self.heads
+        q = self.q(x).view(B, L, H, dh).transpose(1, 2)
+        k = self.k(keys).view(B, L, H, dh).transpose(1, 2)
+        s = (q @ k.transpose(-1, -2) / math.sqrt(dh)).masked_fill(~earlier.unsqueeze(1), float("-inf"))  # [B, H, L, L]
+        rate, mass = soft_label_rates(s, self.prior_score.view(1, H, 1, 1), self.prior_rate.view(1, H, 1, 1), click.to(x.dtype).view(B, 1, L, 1))
+        return self.out(torch.cat([rate.squeeze(-1), mass], dim=1).transpose(1, 2))  # [B, L, 2H] -> [B, L, d]
+
+
 class SourceInstanceTransformer(nn.Module):
-    def __init__(self, d: int, max_len: int, layers: int = 2, heads: int = 4, ffn_mult: int = 4, n_gap_buckets: int = 32, label_input: bool = True):
+    def __init__(
+        self,
+        d: int,
+        max_len: int,
+        layers: int = 2,
+        heads: int = 4,
+        ffn_mult: int = 4,
+        n_gap_buckets: int = 32,
+        label_input: bool = True,
+        label_heads: int = 0,
+    ):
         super().__init__()
         self.max_len, self.n_gap_buckets = max_len, n_gap_buckets
         self.pos = nn.Embedding(max_len, d)
@@ -108,6 +150,7 @@ class SourceInstanceTransformer(nn.Module):
             nn.init.normal_(emb.weight, std=0.02)
         self.blocks = nn.ModuleList([MomentBlock(d, heads, ffn_mult * d, label_input) for _ in range(layers)])
         self.ln = nn.LayerNorm(d)
+        self.label_rates = MomentLabelRates(d, label_heads) if label_heads else None
 
     def forward(self, codes: torch.Tensor, ts: torch.Tensor, click: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """codes [B, L, D]; ts, click, valid [B, L] (real rows sorted by ts, padding at the end) -> [B, L, D]."""
@@ -117,6 +160,11 @@ class SourceInstanceTransformer(nn.Module):
         first, t = moment_order(ts, valid)
         x = codes + self.pos(first.clamp(max=self.max_len - 1)) + self.gap(gap_buckets(t, first, self.n_gap_buckets))
         allowed = moment_mask(t, valid)
+        x0 = x
         for blk in self.blocks:
             x = blk(x, click, allowed)
-        return self.ln(x)
+        out = self.ln(x)
+        if self.label_rates is None:
+            return out
+        earlier = allowed & ~torch.eye(L, dtype=torch.bool, device=x.device)
+        return out + self.label_rates(out, x0, click, earlier)

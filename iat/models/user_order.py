@@ -43,6 +43,7 @@ USER_ORDER_DEFAULTS: dict[str, Any] = {
     "sit_ffn_mult": 4,
     "gap_buckets": 32,
     "sit_label_input": True,  # position t reads the clicks of the strictly earlier rows it attends to (never its own)
+    "sit_label_heads": 0,  # > 0: a label-rate readout (iat.models.sit.MomentLabelRates) with this many heads
     "order": "shuffle",  # tuned on valid: shuffled chunks beat chronological ones
     "two_pass": False,  # needs order "time"; no gain on valid in our runs
 }
@@ -162,7 +163,8 @@ class UserOrderSourceModel(nn.Module):
             raise ValueError("user-order source model: two_pass reverses the chronological order; it needs order 'time'")
         self.encoder = SourceEncoder(encoder, c)
         self.sit = SourceInstanceTransformer(
-            c["D"], 2 * c["t_src"], c["sit_layers"], c["sit_heads"], c["sit_ffn_mult"], c["gap_buckets"], c["sit_label_input"]
+            c["D"], 2 * c["t_src"], c["sit_layers"], c["sit_heads"], c["sit_ffn_mult"], c["gap_buckets"], c["sit_label_input"],
+            c["sit_label_heads"],
         )
         self.heads = Heads(c)
         self.recon = FieldReconstruction.from_config(encoder, c)
