@@ -10,6 +10,8 @@ same user, so "causal by position" is not enough).
   hidden state never holds its own label.
 - Position = number of real rows strictly earlier in the window; time gap = seconds since the latest strictly
   earlier row. Neither counts same-moment rows.
+- Optional label-rate readout (``label_heads`` > 0, ``MomentLabelRates``): soft click rates of the strictly earlier
+  rows most like this one, added to the output; it reads neither the row's own click nor a same-moment row's.
 
 Nothing at or after ts_t can move the output at t (tests/test_source_models.py checks both rules).
 """
