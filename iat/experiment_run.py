@@ -69,8 +69,8 @@ def prepare(
         folder = work / "sources" / kind
         if not (folder / "config.json").is_file():  # resumable: finished stages are kept
             cfg = TrainConfig(**{**source_train, **(source_train_by_model or {}).get(kind, {}), "threads": threads, "progress": False})
-            model_cfg = (source_models or {}).get(kind)
-            save_bundle(train_source(df, schema, kind, model_cfg, cfg, work / "checkpoints" / kind, n_boot=0), folder)
+            model = (source_models or {}).get(kind)
+            save_bundle(train_source(df, schema, kind, model, cfg, work / "checkpoints" / kind, n_boot=0), folder)
     for name in stores:
         kind, post = STORES[name]
         if not (work / "stores" / name / "manifest.json").is_file():

@@ -26,8 +26,10 @@ def _run(a: argparse.Namespace) -> int:
         cfg["matrix"] = {**cfg["matrix"], "tables": [t.strip() for t in a.tables.split(",") if t.strip()]}
     work = Path(a.workdir or f"runs/experiments/{a.name}")
     if a.stage in ("prepare", "all"):
-        er.prepare(work, cfg["dataset"], cfg["source_train"], cfg["matrix"], source_train_by_model=cfg.get("source_train_by_model"),
-                   source_models=cfg.get("source_models"))
+        er.prepare(
+            work, cfg["dataset"], cfg["source_train"], cfg["matrix"],
+            source_train_by_model=cfg.get("source_train_by_model"), source_models=cfg.get("source_models"),
+        )  # fmt: skip
         print(f"prepared sources and token stores in {work}")
     if a.stage == "matrix":
         er.run_worker(work, cfg["matrix"], cfg["train"], a.worker, a.workers)

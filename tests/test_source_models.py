@@ -248,7 +248,7 @@ def test_label_rates_average_the_clicks_of_strictly_earlier_rows_only():
     # With flat scores (q = 0) every earlier row and the prior slot weigh the same, so a head's rate is
     # (sigmoid(prior) + clicks of strictly earlier rows) / (1 + their count): rows of the same ts, the row itself
     # and padding never count, and the mass is log(1 + count).
-    from iat.models.sit import MomentLabelRates, moment_mask, moment_order
+    from iat.models.sit import MomentLabelRates, earlier_mask, moment_order
 
     torch.manual_seed(0)
     d, heads = 8, 2
@@ -261,7 +261,7 @@ def test_label_rates_average_the_clicks_of_strictly_earlier_rows_only():
     valid = torch.tensor([[True, True, True, True, False]])
     click = torch.tensor([[1.0, 0.0, 1.0, 1.0, 1.0]])
     _, t = moment_order(ts, valid)
-    earlier = moment_mask(t, valid) & ~torch.eye(5, dtype=torch.bool)
+    earlier = earlier_mask(t, valid)
     x = torch.randn(1, 5, d)
     out = m(x, torch.randn(1, 5, d), click, earlier)[0, :4]
     prior = 0.5  # sigmoid(0)

@@ -205,7 +205,8 @@ class LabelAttention(nn.Module):
         k = gather_rows(self.k(seq), index).view(B, L, H, dh).transpose(1, 2)  # keys once per history
         mask, labels = gather_rows(mask, index), gather_rows(labels, index)
         s = ((q * k).sum(-1) / dh**0.5).masked_fill(~mask.unsqueeze(1), float("-inf"))  # [B, H, L]
-        rate, mass = soft_label_rates(s.unsqueeze(-2), self.prior_score.view(1, H, 1, 1), self.prior_rate.view(1, H, 1, -1), labels.unsqueeze(1))
+        prior_score, prior_rate = self.prior_score.view(1, H, 1, 1), self.prior_rate.view(1, H, 1, -1)
+        rate, mass = soft_label_rates(s.unsqueeze(-2), prior_score, prior_rate, labels.unsqueeze(1))  # one query
         return torch.cat([rate.flatten(1), mass.flatten(1)], dim=-1)
 
 

@@ -3,7 +3,8 @@ product's time rule: **a row sees only rows with a strictly earlier ts**; rows s
 none of them sees another's features or labels (76% of MovieLens rows share a second with another row of the
 same user, so "causal by position" is not enough).
 
-- Attention: position t attends to itself and to every real position s with ts_s < ts_t (``moment_mask``).
+- Attention: position t attends to itself and to every real position s with ts_s < ts_t (``moment_mask``; the
+  strictly earlier rows alone: ``earlier_mask``).
 - Labels ride on the attended side: when t reads an earlier row s, s's key and value carry an embedding of s's
   click; t's own key and value carry a "self" label instead. So t knows the clicks of every earlier row it
   attends to and never its own (nor a same-moment row's). Every block adds the labels again, since a row's
@@ -38,10 +39,14 @@ def moment_order(ts: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, t
     return torch.searchsorted(t, t, right=False), t
 
 
-def moment_mask(t: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """[B, L, L] bool: query t may read key s (s == t, or s real with ts_s < ts_t)."""
-    earlier = (t.unsqueeze(2) > t.unsqueeze(1)) & valid.unsqueeze(1)
-    return earlier | torch.eye(t.shape[1], dtype=torch.bool, device=t.device)
+def earlier_mask(t: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """[B, L, L] bool: key s is a real row with ts_s < ts_t (what the label-rate readout averages)."""
+    return (t.unsqueeze(2) > t.unsqueeze(1)) & valid.unsqueeze(1)
+
+
+def moment_mask(earlier: torch.Tensor) -> torch.Tensor:
+    """[B, L, L] bool: query t may read key s (s == t, or s strictly earlier: ``earlier_mask``)."""
+    return earlier | torch.eye(earlier.shape[1], dtype=torch.bool, device=earlier.device)
 
 
 def gap_buckets(t: torch.Tensor, first: torch.Tensor, n_buckets: int) -> torch.Tensor:
@@ -128,7 +133,8 @@ class MomentLabelRates(nn.Module):
         q = self.q(x).view(B, L, H, dh).transpose(1, 2)
         k = self.k(keys).view(B, L, H, dh).transpose(1, 2)
         s = (q @ k.transpose(-1, -2) / math.sqrt(dh)).masked_fill(~earlier.unsqueeze(1), float("-inf"))  # [B, H, L, L]
-        rate, mass = soft_label_rates(s, self.prior_score.view(1, H, 1, 1), self.prior_rate.view(1, H, 1, 1), click.to(x.dtype).view(B, 1, L, 1))
+        prior_score, prior_rate = self.prior_score.view(1, H, 1, 1), self.prior_rate.view(1, H, 1, 1)
+        rate, mass = soft_label_rates(s, prior_score, prior_rate, click.to(x.dtype).view(B, 1, L, 1))
         return self.out(torch.cat([rate.squeeze(-1), mass], dim=1).transpose(1, 2))  # [B, L, 2H] -> [B, L, d]
 
 
@@ -161,12 +167,10 @@ class SourceInstanceTransformer(nn.Module):
             raise ValueError(f"SIT window of {L} positions exceeds max_len {self.max_len}")
         first, t = moment_order(ts, valid)
         x = codes + self.pos(first.clamp(max=self.max_len - 1)) + self.gap(gap_buckets(t, first, self.n_gap_buckets))
-        allowed = moment_mask(t, valid)
+        earlier = earlier_mask(t, valid)
+        allowed = moment_mask(earlier)
         x0 = x
         for blk in self.blocks:
             x = blk(x, click, allowed)
         out = self.ln(x)
-        if self.label_rates is None:
-            return out
-        earlier = allowed & ~torch.eye(L, dtype=torch.bool, device=x.device)
-        return out + self.label_rates(out, x0, click, earlier)
+        return out if self.label_rates is None else out + self.label_rates(out, x0, click, earlier)

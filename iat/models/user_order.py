@@ -163,9 +163,9 @@ class UserOrderSourceModel(nn.Module):
             raise ValueError("user-order source model: two_pass reverses the chronological order; it needs order 'time'")
         self.encoder = SourceEncoder(encoder, c)
         self.sit = SourceInstanceTransformer(
-            c["D"], 2 * c["t_src"], c["sit_layers"], c["sit_heads"], c["sit_ffn_mult"], c["gap_buckets"], c["sit_label_input"],
-            c["sit_label_heads"],
-        )
+            c["D"], 2 * c["t_src"], c["sit_layers"], c["sit_heads"], c["sit_ffn_mult"], c["gap_buckets"],
+            label_input=c["sit_label_input"], label_heads=c["sit_label_heads"],
+        )  # fmt: skip
         self.heads = Heads(c)
         self.recon = FieldReconstruction.from_config(encoder, c)
 
